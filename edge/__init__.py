@@ -1,0 +1,1 @@
+"""Edge side: the site gateway agent and the site simulator."""

@@ -1,0 +1,1 @@
+"""MQTT → PostgreSQL ingest: validate, dedupe, batch COPY, dead-letter what is bad."""

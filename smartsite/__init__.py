@@ -1,0 +1,3 @@
+"""Shared core: MQTT protocol, settings, hub schema, embedded services, CLI."""
+
+__version__ = "0.1.0"

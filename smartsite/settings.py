@@ -1,0 +1,104 @@
+"""Settings from the environment (pydantic-settings); configured URLs beat embedded services."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from smartsite.protocol.topics import DEFAULT_PREFIX
+
+
+class MqttEndpoint(BaseModel):
+    """A broker address parsed from ``mqtt://user:pass@host:port?protocol=5``."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    protocol: int = Field(5, description="5 for MQTT v5, 4 for MQTT 3.1.1.")
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"MQTT_URL {url!r}: scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"MQTT_URL {url!r}: no host")
+        tls = parts.scheme in ("mqtts", "ssl")
+        query = parse_qs(parts.query)
+        protocol = int(query.get("protocol", ["5"])[0])
+        if protocol not in (4, 5):
+            raise ValueError(f"MQTT_URL {url!r}: protocol must be 5 (v5) or 4 (3.1.1)")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            protocol=protocol,
+        )
+
+    def with_credentials(self, username: str | None, password: str | None) -> MqttEndpoint:
+        return self.model_copy(update={"username": username, "password": password})
+
+
+class Settings(BaseSettings):
+    """Everything configurable; each field is an environment variable (``SMARTSITE_`` prefix
+    unless named otherwise)."""
+
+    model_config = SettingsConfigDict(env_prefix="SMARTSITE_", extra="ignore")
+
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "SMARTSITE_DATABASE_URL"),
+        description="PostgreSQL/TimescaleDB URL; unset: the embedded PostgreSQL.",
+    )
+    mqtt_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MQTT_URL", "SMARTSITE_MQTT_URL"),
+        description="Broker URL; unset: the embedded broker.",
+    )
+    home: Path = Field(
+        Path.home() / ".smartsite",
+        description="Directory for the embedded services' data, kept between runs.",
+    )
+    topic_prefix: str = Field(DEFAULT_PREFIX, description="Prefix of every protocol topic.")
+    embedded_broker: str = Field(
+        "auto", description="auto (mosquitto if on PATH, else amqtt), mosquitto or amqtt."
+    )
+    hub_mqtt_username: str = Field("hub", description="Broker user the hub services use.")
+    hub_mqtt_password: str | None = Field(None, description="Its password (from the environment).")
+    retention_days: int = Field(365, ge=1, description="Raw telemetry kept this many days.")
+    compress_after_days: int = Field(7, ge=1, description="TimescaleDB compresses chunks older.")
+    chunk_interval: str = Field("1 day", description="TimescaleDB chunk interval for raw tables.")
+    dedupe_window_days: int = Field(
+        30, ge=1, description="Message ids remembered for idempotent ingest this long."
+    )
+    ingest_batch_rows: int = Field(5000, ge=1, description="Flush a batch at this many rows.")
+    ingest_batch_seconds: float = Field(0.25, gt=0, description="...or after this many seconds.")
+    ingest_receive_maximum: int = Field(
+        20000, ge=1, le=65535, description="Unacknowledged messages the broker may send us."
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Key for hashing and encrypting identity numbers; unset: a random key is "
+        "generated once into <home>/secret.key (embedded default only).",
+    )
+    metrics_port: int | None = Field(None, description="Prometheus exporter port; None: off.")
+
+    @field_validator("embedded_broker")
+    @classmethod
+    def _broker_kind(cls, v: str) -> str:
+        if v not in ("auto", "mosquitto", "amqtt"):
+            raise ValueError("must be auto, mosquitto or amqtt")
+        return v
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
