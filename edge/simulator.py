@@ -193,9 +193,9 @@ class GatewayPublisher:
         self._unacked = 0
         self._lock = threading.Condition()
         self.client.on_publish = self._on_publish
-        self.client.will_set(
-            self.topic(Kind.STATUS), encode(self._status(State.OFFLINE)), qos=1, retain=True
-        )
+        # seq 0: the broker publishes the will at a time of its choosing, outside the sequence.
+        will = Status(device=gateway, seq=0, state=State.OFFLINE, detail={"reason": "last will"})
+        self.client.will_set(self.topic(Kind.STATUS), encode(will), qos=1, retain=True)
 
     def topic(self, kind: Kind) -> str:
         return build(self.prefix, self.project, self.gateway, kind)
@@ -246,21 +246,21 @@ def run(
     *,
     seed: int = 0,
     realtime: bool = True,
+    silence_rate: float = 0.002,
     on_progress: Callable[[int], None] | None = None,
 ) -> PublishResult:
     """Publish ``seconds`` of telemetry at ``rate`` messages/s per device.
 
     ``realtime=False`` publishes the same simulated time span as fast as the broker takes it.
     """
-    model = SiteModel(project, devices, seed=seed)
+    model = SiteModel(project, devices, seed=seed, silence_rate=silence_rate)
     pub = GatewayPublisher(endpoint, prefix, project, model.gateway)
     pub.connect()
     model.seq = pub.seq
     result = PublishResult()
     started = time.monotonic()
-    step = 1.0 / rate
-    t = 0.0
-    while t < seconds:
+    for tick in range(round(seconds * rate)):
+        t = tick / rate
         if realtime:
             delay = started + t - time.monotonic()
             if delay > 0:
@@ -272,7 +272,6 @@ def run(
             result.ids.append(msg.id)
         if on_progress:
             on_progress(result.messages)
-        t += step
     pub.seq = model.seq
     pub.drain()
     pub.close()

@@ -21,8 +21,10 @@ def serve(database_url: str, endpoint: MqttEndpoint, settings: Settings, workers
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    group = settings.ingest_shared_group or ("ingest" if workers > 1 else None)
     started = [
-        IngestWorker(database_url, endpoint, settings, name=f"ingest-{i + 1}").start()
+        IngestWorker(database_url, endpoint, settings, name=f"ingest-{i + 1}", shared_group=group)
+        .start()
         for i in range(workers)
     ]
     try:

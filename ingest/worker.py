@@ -108,14 +108,15 @@ class IngestWorker:
         settings: Settings,
         *,
         name: str = "ingest-1",
-        shared_group: str | None = "ingest",
+        shared_group: str | None = None,
     ) -> None:
         self.database_url = database_url
         self.endpoint = endpoint
         self.settings = settings
         self.name = name
         # MQTT 3.1.1 brokers (the amqtt fallback) have no shared subscriptions.
-        self.shared_group = shared_group if endpoint.protocol == 5 else None
+        group = shared_group or settings.ingest_shared_group
+        self.shared_group = group if endpoint.protocol == 5 else None
         self.stats = IngestStats()
         self._directory = Directory()
         self._directory_loaded = 0.0
@@ -197,8 +198,9 @@ class IngestWorker:
         with self._cond:
             # Acks for deliveries of an earlier connection must not be sent on this one.
             self._generation += 1
-        if not flags.session_present:
-            client.subscribe(ingest_filter(self.settings.topic_prefix, self.shared_group), qos=1)
+        # Subscribe even when the session is present: mosquitto 2.0 does not restore shared
+        # subscriptions from its persistence file after a restart. Re-subscribing is harmless.
+        client.subscribe(ingest_filter(self.settings.topic_prefix, self.shared_group), qos=1)
         log.info("%s: connected (session present: %s)", self.name, flags.session_present)
         self.connected.set()
 

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         description="Key for hashing and encrypting identity numbers; unset: a random key is "
         "generated once into <home>/secret.key (embedded default only).",
     )
+    ingest_shared_group: str | None = Field(
+        None,
+        description="MQTT 5 shared-subscription group ($share/<group>/...) when several ingest "
+        "workers split the load; unset: a plain persistent subscription (one worker). mosquitto "
+        "2.0 does not restore shared subscriptions from persistence after its own restart, so "
+        "messages published before the workers re-subscribe are lost to the group: scale out "
+        "behind a broker that keeps them (EMQX, HiveMQ, VerneMQ).",
+    )
     metrics_port: int | None = Field(None, description="Prometheus exporter port; None: off.")
 
     @field_validator("embedded_broker")

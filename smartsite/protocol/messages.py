@@ -200,7 +200,8 @@ class State(StrEnum):
 
 
 class Status(Envelope):
-    """Retained availability; the offline form is also the connection's MQTT last will."""
+    """Retained availability; the offline form is also the connection's MQTT last will,
+    which carries ``seq`` 0 (the broker sends it outside the device's sequence)."""
 
     kind: Literal["status"] = Field("status", description="Message kind.")
     state: State = Field(description="online or offline.")

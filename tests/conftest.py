@@ -1,0 +1,97 @@
+"""Fixtures on real services: PostgreSQL (TEST_DATABASE_URL, default the local server on
+5432), mosquitto started per test session by the tests themselves, embedded PostgreSQL for
+the restart tests."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ingest.worker import IngestWorker
+from smartsite.db.migrate import upgrade
+from smartsite.embedded import MosquittoBroker
+from smartsite.settings import Settings
+
+ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TABLES = (
+    "telemetry, events, attendance, device_status, alerts, evidence, dead_letters, "
+    "ingest_ledger, certificates, project_workers, persons, project_enterprises, enterprises, "
+    "permits, devices, user_projects, users, projects, districts"
+)
+
+
+def _with_db(admin_url: str, name: str) -> str:
+    return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated database on the real PostgreSQL server."""
+    name = f"smartsite_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_db(ADMIN_URL, name)
+    upgrade(url, Settings())
+    yield url
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to an emptied test database."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLES} CASCADE")
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    b = MosquittoBroker(tmp_path_factory.mktemp("mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # A topic prefix per test: retained messages and sessions of one test never reach another.
+    return Settings(
+        home=tmp_path / "home",
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}/v1",
+        ingest_batch_seconds=0.05,
+    )
+
+
+@pytest.fixture
+def start_worker(settings: Settings) -> Iterator[Callable[..., IngestWorker]]:
+    started: list[IngestWorker] = []
+
+    def start(url: str, endpoint, name: str = "w1", **kw) -> IngestWorker:  # type: ignore[no-untyped-def]
+        w = IngestWorker(url, endpoint, settings, name=f"{name}-{settings.topic_prefix[:9]}", **kw)
+        w.start().wait_connected()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def count(conn: psycopg.Connection, sql: str, *args: object) -> int:
+    row = conn.execute(sql, args).fetchone()
+    assert row is not None
+    return int(row[0])
