@@ -27,10 +27,11 @@ from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from edge.simulator import SiteModel, register_site
-from ingest.worker import IngestWorker, connect_kwargs, mqtt_client
+from ingest.worker import IngestWorker
 from smartsite.db import connect
 from smartsite.db.migrate import upgrade
 from smartsite.embedded import MosquittoBroker, services
+from smartsite.mqtt import connect_kwargs, make_client
 from smartsite.protocol.messages import encode
 from smartsite.protocol.topics import Kind, build, ingest_filter
 from smartsite.settings import MqttEndpoint, Settings
@@ -183,7 +184,7 @@ def _close(client: mqtt.Client) -> None:
 
 def _create_session(endpoint: MqttEndpoint, client_id: str, topic_filter: str) -> None:
     """A persistent session subscribed to ``topic_filter`` (QoS 1), left offline."""
-    client = mqtt_client(endpoint, client_id, persistent=True)
+    client = make_client(endpoint, client_id, persistent=True)
     subscribed = threading.Event()
     client.on_subscribe = lambda *_a: subscribed.set()
     _connect(client, endpoint, **connect_kwargs(endpoint, persistent=True))
@@ -197,7 +198,7 @@ def _create_session(endpoint: MqttEndpoint, client_id: str, topic_filter: str) -
 
 def _drop_session(endpoint: MqttEndpoint, client_id: str) -> None:
     """Forget a persistent session (matters on a shared, configured broker)."""
-    client = mqtt_client(endpoint, client_id, persistent=False)
+    client = make_client(endpoint, client_id, persistent=False)
     connected = threading.Event()
     client.on_connect = lambda *_a: connected.set()
     _connect(client, endpoint, **connect_kwargs(endpoint, persistent=False))
@@ -211,7 +212,7 @@ def _publish(endpoint: MqttEndpoint, topic: str, payloads: list[bytes], progress
     At most PUBLISH_WINDOW unacknowledged at a time: paho's message ids wrap at 65535, and a
     queued message whose id is reused is silently replaced.
     """
-    client = mqtt_client(endpoint, f"bench-pub-{uuid.uuid4().hex[:8]}", persistent=False)
+    client = make_client(endpoint, f"bench-pub-{uuid.uuid4().hex[:8]}", persistent=False)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     window = threading.Semaphore(PUBLISH_WINDOW)
@@ -268,6 +269,7 @@ def _bench_worker(
     _create_session(endpoint, client_id, ingest_filter(prefix, worker.shared_group))
     _publish(endpoint, backlog.topic(prefix), backlog.payloads, progress)
     total = sum(backlog.readings)
+    worker.prepare()  # the store process's start-up is not part of the sustained rate
     started, cpu = time.perf_counter(), time.process_time()
     worker.start()
     try:
@@ -293,7 +295,7 @@ def _drain_subscriber(
     name: str,
 ) -> Drain:
     """Time a plain subscriber draining its pre-created session's backlog."""
-    client = mqtt_client(endpoint, client_id, persistent=True)
+    client = make_client(endpoint, client_id, persistent=True)
     client.on_message = on_message
     kwargs = connect_kwargs(
         endpoint, persistent=True, receive_maximum=settings.ingest_receive_maximum

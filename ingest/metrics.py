@@ -6,7 +6,6 @@ RECEIVED = Counter("smartsite_ingest_received", "Messages received", ["kind"])
 WRITTEN = Counter("smartsite_ingest_written_rows", "Rows written", ["table"])
 DUPLICATES = Counter("smartsite_ingest_duplicates", "Messages already ingested (redeliveries)")
 DEAD_LETTERED = Counter("smartsite_ingest_dead_lettered", "Messages dead-lettered", ["reason"])
-SEQUENCE_GAPS = Counter("smartsite_ingest_sequence_gaps", "Per-device sequence numbers skipped")
 BATCH_SECONDS = Histogram(
     "smartsite_ingest_batch_seconds",
     "Time to write one batch",

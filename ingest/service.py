@@ -23,8 +23,13 @@ def serve(database_url: str, endpoint: MqttEndpoint, settings: Settings, workers
         signal.signal(sig, lambda *_: stop.set())
     group = settings.ingest_shared_group or ("ingest" if workers > 1 else None)
     started = [
-        IngestWorker(database_url, endpoint, settings, name=f"ingest-{i + 1}", shared_group=group)
-        .start()
+        IngestWorker(
+            database_url,
+            endpoint,
+            settings,
+            name=f"{settings.ingest_name}-{i + 1}",
+            shared_group=group,
+        ).start()
         for i in range(workers)
     ]
     try:

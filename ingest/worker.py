@@ -1,42 +1,33 @@
-"""An ingest worker: MQTT v5 persistent session on a shared subscription → batched writes.
+"""An ingest worker: an MQTT persistent session in this process, a store process beside it.
 
-Messages are acknowledged only after the transaction holding them commits (paho manual
-ack), so a crash, a broker restart or a database outage loses nothing: the broker
-redelivers what was not acknowledged and the ledger drops what was already written.
+Messages are acknowledged only after the store process has committed the transaction
+holding them (paho manual ack), so a crash, a broker restart or a database outage loses
+nothing: the broker redelivers what was not acknowledged and the ledger drops what was
+already written. Several workers split the load on a shared subscription.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 import paho.mqtt.client as mqtt
-import psycopg
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ingest import metrics
-from ingest.decode import Accepted, DeadLetter, Reason, dead, decode
-from ingest.writer import BatchResult, Directory, write_batch
-from smartsite.protocol.messages import Telemetry
+from ingest.store import Outcome, store_main
+from smartsite.mqtt import connect_kwargs, make_client
 from smartsite.protocol.topics import ingest_filter
 from smartsite.settings import MqttEndpoint, Settings
 
 log = logging.getLogger(__name__)
 
-SESSION_EXPIRY_S = 7 * 24 * 3600
-DIRECTORY_TTL_S = 60.0
-CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+BATCHES_PER_STORE = 2  # one being written, one ready: a store never waits for the receiver
 
 
 @dataclass(slots=True)
@@ -44,7 +35,8 @@ class _Pending:
     generation: int
     mid: int
     qos: int
-    item: Accepted | DeadLetter | None
+    topic: str
+    payload: bytes
 
 
 @dataclass
@@ -53,53 +45,11 @@ class IngestStats:
     written: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
-    gaps: int = 0
     batches: int = 0
 
 
-def _rows(item: Accepted | DeadLetter | None) -> int:
-    if isinstance(item, Accepted) and isinstance(item.message, Telemetry):
-        return len(item.message.readings)
-    return 1
-
-
-def mqtt_client(
-    endpoint: MqttEndpoint, client_id: str, *, persistent: bool, manual_ack: bool = False
-) -> mqtt.Client:
-    """A paho client for ``endpoint`` (v5 or 3.1.1), credentials and TLS applied."""
-    kwargs: dict[str, object] = {}
-    if endpoint.protocol == 4:
-        kwargs["clean_session"] = not persistent
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv5 if endpoint.protocol == 5 else mqtt.MQTTv311,
-        manual_ack=manual_ack,
-        **kwargs,  # type: ignore[arg-type]
-    )
-    if endpoint.username:
-        client.username_pw_set(endpoint.username, endpoint.password)
-    if endpoint.tls:
-        client.tls_set()
-    client.reconnect_delay_set(min_delay=1, max_delay=10)
-    return client
-
-
-def connect_kwargs(
-    endpoint: MqttEndpoint, *, persistent: bool, receive_maximum: int | None = None
-) -> dict[str, object]:
-    if endpoint.protocol != 5:
-        return {}
-    props = Properties(PacketTypes.CONNECT)
-    if persistent:
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-    if receive_maximum:
-        props.ReceiveMaximum = receive_maximum
-    return {"clean_start": not persistent, "properties": props}
-
-
 class IngestWorker:
-    """One worker; start several with the same ``shared_group`` to split the load."""
+    """One worker; start several with the same shared group to split the load."""
 
     def __init__(
         self,
@@ -114,39 +64,46 @@ class IngestWorker:
         self.endpoint = endpoint
         self.settings = settings
         self.name = name
-        # MQTT 3.1.1 brokers (the amqtt fallback) have no shared subscriptions.
         group = shared_group or settings.ingest_shared_group
+        # MQTT 3.1.1 brokers (the amqtt fallback) have no shared subscriptions.
         self.shared_group = group if endpoint.protocol == 5 else None
         self.stats = IngestStats()
-        self._directory = Directory()
-        self._directory_loaded = 0.0
-        self._buffer: list[_Pending] = []
-        self._buffer_rows = 0
-        self._buffer_since = 0.0
+        self.connected = threading.Event()
         self._cond = threading.Condition()
+        self._buffer: list[_Pending] = []
+        self._buffer_since = 0.0
+        # (store index, sent at, batch), oldest first: outcomes are collected in this order
+        # so acknowledgements go out in the order the messages came (MQTT 4.6).
+        self._in_flight: deque[tuple[int, float, list[_Pending]]] = deque()
+        self._sent = 0
         self._generation = 0
         self._accepting = True
-        self._stopping = threading.Event()
-        self._abort = threading.Event()
-        self._conn: psycopg.Connection | None = None
-        self._client = mqtt_client(endpoint, f"smartsite-{name}", persistent=True, manual_ack=True)
+        self._stopping = False
+        self._client = make_client(endpoint, f"smartsite-{name}", persistent=True, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
-        self._writer = threading.Thread(target=self._write_loop, name=f"{name}-writer", daemon=True)
-        self.connected = threading.Event()
+        self._stores: list[_StoreHandle] = []
+        self._feeder = threading.Thread(target=self._feed, name=f"{name}-feed", daemon=True)
+        self._collector = threading.Thread(target=self._collect, name=f"{name}-acks", daemon=True)
 
     # --- lifecycle ----------------------------------------------------------------------
 
+    def prepare(self, timeout: float = 60.0) -> IngestWorker:
+        """Start the store process and wait until it is ready (imports take a moment)."""
+        if not self._stores:
+            self._stores = [
+                _StoreHandle.spawn(self.database_url, self.settings, f"{self.name}-store{i + 1}")
+                for i in range(self.settings.ingest_store_processes)
+            ]
+            for s in self._stores:
+                if not s.outcomes.poll(timeout) or s.outcomes.recv() != "ready":
+                    raise RuntimeError(f"{s.name}: the store process did not start")
+        return self
+
     def start(self) -> IngestWorker:
-        for attempt in Retrying(
-            wait=wait_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(60),
-            retry=retry_if_exception_type(CONNECTION_ERRORS),
-            reraise=True,
-        ):
-            with attempt:
-                self._db()  # the server may still be starting
+        """Start the store process if not yet, then connect and consume."""
+        self.prepare()
         for attempt in Retrying(
             wait=wait_exponential(multiplier=0.2, max=5),
             stop=stop_after_delay(60),
@@ -165,29 +122,38 @@ class IngestWorker:
                     ),
                 )
         self._client.loop_start()
-        self._writer.start()
+        self._feeder.start()
+        self._collector.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Graceful: stop taking messages, flush and acknowledge what is buffered, disconnect."""
+        """Graceful: stop taking messages, write and acknowledge what is buffered, disconnect."""
         with self._cond:
             self._accepting = False  # later deliveries stay unacked: redelivered next session
-            self._stopping.set()
+            self._stopping = True
             self._cond.notify_all()
-        self._writer.join(timeout)
-        if self._writer.is_alive():
-            self._abort.set()
-            self._writer.join(5)
+        self._feeder.join(timeout)
+        self._collector.join(timeout)
+        if self._collector.is_alive():
+            log.warning(
+                "%s: store still busy after %ss (database away?); %d batches stay "
+                "unacknowledged for redelivery",
+                self.name,
+                timeout,
+                len(self._in_flight),
+            )
         self._client.disconnect()
         self._client.loop_stop()
-        if self._conn is not None:
-            self._conn.close()
+        for s in self._stores:
+            s.process.join(5)
+            if s.process.is_alive():
+                s.process.terminate()
 
     def wait_connected(self, timeout: float = 30.0) -> None:
         if not self.connected.wait(timeout):
             raise TimeoutError(f"{self.name}: no broker connection after {timeout}s")
 
-    # --- MQTT callbacks (paho's network thread) -------------------------------------------
+    # --- MQTT callbacks (paho's network thread): as little work as possible ---------------
 
     def _on_connect(
         self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, reason: object, _p: object
@@ -208,162 +174,137 @@ class IngestWorker:
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
     ) -> None:
         self.connected.clear()
-        if not self._stopping.is_set():
+        if not self._stopping:
             log.warning("%s: broker connection lost (%s); reconnecting", self.name, reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            item = decode(self.settings.topic_prefix, msg.topic, msg.payload)
-        except Exception as exc:  # never die on input
-            log.exception("%s: decoding %s failed", self.name, msg.topic)
-            item = dead(
-                msg.topic, Reason.SCHEMA_MISMATCH, f"could not be decoded: {exc}", msg.payload
-            )
-        kind = item.topic.kind.value if isinstance(item, Accepted) else "invalid"
-        metrics.RECEIVED.labels(kind).inc()
         with self._cond:
             if not self._accepting:
                 return
-            self.stats.received += 1
             if not self._buffer:
                 self._buffer_since = time.monotonic()
-            self._buffer.append(_Pending(self._generation, msg.mid, msg.qos, item))
-            self._buffer_rows += _rows(item)
-            if self._buffer_rows >= self.settings.ingest_batch_rows:
-                self._cond.notify()
+            self._buffer.append(
+                _Pending(self._generation, msg.mid, msg.qos, msg.topic, msg.payload)
+            )
+            if len(self._buffer) >= self.settings.ingest_batch_messages:
+                self._cond.notify_all()
 
-    # --- writer thread ---------------------------------------------------------------------
+    # --- feeder: buffer → store process ------------------------------------------------------
 
-    def _take_batch(self) -> list[_Pending] | None:
+    def _take_batch(self) -> tuple[int, list[_Pending]] | None:
+        s = self.settings
         with self._cond:
             while True:
-                if self._buffer:
-                    due = self._buffer_since + self.settings.ingest_batch_seconds
+                room = len(self._in_flight) < BATCHES_PER_STORE * len(self._stores)
+                if self._buffer and room:
+                    due = self._buffer_since + s.ingest_batch_seconds
                     if (
-                        self._buffer_rows >= self.settings.ingest_batch_rows
+                        len(self._buffer) >= s.ingest_batch_messages
                         or time.monotonic() >= due
-                        or self._stopping.is_set()
+                        or self._stopping
                     ):
-                        batch, self._buffer, self._buffer_rows = self._buffer, [], 0
-                        return batch
+                        batch, self._buffer = self._buffer, []
+                        store = self._sent % len(self._stores)
+                        self._sent += 1
+                        self._in_flight.append((store, time.perf_counter(), batch))
+                        return store, batch
                     self._cond.wait(max(0.0, due - time.monotonic()))
-                elif self._stopping.is_set():
+                elif self._stopping and not self._buffer:
                     return None
                 else:
                     self._cond.wait(0.5)
 
-    def _write_loop(self) -> None:
-        while (batch := self._take_batch()) is not None:
-            items = [p.item for p in batch if p.item is not None]
-            started = time.perf_counter()
-            try:
-                result = self._write_with_retry(items) if items else BatchResult()
-            except _AbortedError:
-                log.warning(
-                    "%s: shutdown during a database outage; %d messages stay unacked",
-                    self.name,
-                    len(batch),
-                )
-                return
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            self._record(result)
-            self._ack(batch)
-
-    def _db(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = psycopg.connect(
-                self.database_url, application_name=f"smartsite-{self.name}"
-            )
-        if time.monotonic() - self._directory_loaded > DIRECTORY_TTL_S:
-            self._directory.devices.clear()  # re-read registrations, deactivations, moves
-            self._directory_loaded = time.monotonic()
-        return self._conn
-
-    def _write_with_retry(self, items: list[Accepted | DeadLetter]) -> BatchResult:
-        def give_up(_state: RetryCallState) -> bool:
-            return self._abort.is_set()
-
-        def note(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning("%s: database unavailable (%s); retrying", self.name, exc)
-
+    def _feed(self) -> None:
         try:
-            for attempt in Retrying(
-                wait=wait_exponential(multiplier=0.2, max=5),
-                retry=retry_if_exception_type(CONNECTION_ERRORS),
-                stop=give_up,
-                before_sleep=note,
-                reraise=True,
-            ):
-                with attempt:
-                    conn = self._db()
-                    try:
-                        return write_batch(conn, self._directory, items)
-                    except CONNECTION_ERRORS:
-                        raise
-                    except psycopg.Error as exc:
-                        log.warning("%s: batch rejected (%s); writing one by one", self.name, exc)
-                        return self._write_one_by_one(conn, items)
-        except CONNECTION_ERRORS:
-            raise _AbortedError from None
-        raise AssertionError("unreachable")
+            while (taken := self._take_batch()) is not None:
+                store, batch = taken
+                self._stores[store].batches.send([(p.topic, p.payload) for p in batch])
+            for s in self._stores:
+                s.batches.send(None)
+        except (BrokenPipeError, OSError):
+            log.error(
+                "%s: store process is gone; unacknowledged messages will be redelivered "
+                "on the next connection",
+                self.name,
+            )
 
-    def _write_one_by_one(
-        self, conn: psycopg.Connection, items: list[Accepted | DeadLetter]
-    ) -> BatchResult:
-        """Slow path after the database rejected a batch: isolate the bad messages."""
-        total = BatchResult()
-        for item in items:
+    # --- collector: outcomes → stats and acks ------------------------------------------------
+
+    def _collect(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping and not self._in_flight and not self._buffer:
+                    return
+                if not self._in_flight:
+                    self._cond.wait(0.2)
+                    continue
+                store = self._stores[self._in_flight[0][0]]
+            if not store.outcomes.poll(0.2):
+                if not store.process.is_alive():
+                    log.error(
+                        "%s: store process died (exit %s); unacknowledged messages will be "
+                        "redelivered on the next connection",
+                        store.name,
+                        store.process.exitcode,
+                    )
+                    return
+                continue
             try:
-                res = write_batch(conn, self._directory, [item])
-            except CONNECTION_ERRORS:
-                raise
-            except psycopg.Error as exc:
-                assert isinstance(item, Accepted)
-                reason = f"the database refused it: {exc.diag.message_primary or exc}"
-                res = write_batch(
-                    conn,
-                    self._directory,
-                    [
-                        dead(
-                            item.raw_topic,
-                            Reason.REJECTED_BY_DATABASE,
-                            reason,
-                            item.raw,
-                            item.topic,
-                        )
-                    ],
-                )
-            total.written.update(res.written)
-            total.duplicates += res.duplicates
-            total.dead.extend(res.dead)
-            total.gaps += res.gaps
-        return total
+                outcome: Outcome = store.outcomes.recv()
+            except EOFError:
+                return
+            with self._cond:
+                _, started, batch = self._in_flight.popleft()
+                generation = self._generation
+                self._cond.notify_all()
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            self._record(outcome, len(batch))
+            for p in batch:
+                if p.qos > 0 and p.generation == generation:
+                    self._client.ack(p.mid, p.qos)
 
-    def _record(self, r: BatchResult) -> None:
+    def _record(self, o: Outcome, messages: int) -> None:
         s = self.stats
         s.batches += 1
-        for table, n in r.written.items():
+        s.received += messages
+        for kind, n in o.kinds.items():
+            metrics.RECEIVED.labels(kind).inc(n)
+        for table, n in o.written.items():
             s.written[table] += n
             metrics.WRITTEN.labels(table).inc(n)
-        s.duplicates += r.duplicates
-        metrics.DUPLICATES.inc(r.duplicates)
-        for d in r.dead:
-            s.dead_lettered[d.reason_code.value] += 1
-            metrics.DEAD_LETTERED.labels(d.reason_code.value).inc()
-            log.warning("%s: dead-lettered %s: %s", self.name, d.topic, d.reason)
-        s.gaps += r.gaps
-        metrics.SEQUENCE_GAPS.inc(r.gaps)
-
-    def _ack(self, batch: list[_Pending]) -> None:
-        with self._cond:
-            generation = self._generation
-        for p in batch:
-            if p.qos > 0 and p.generation == generation:
-                self._client.ack(p.mid, p.qos)
+        s.duplicates += o.duplicates
+        metrics.DUPLICATES.inc(o.duplicates)
+        for reason, n in o.dead.items():
+            s.dead_lettered[reason] += n
+            metrics.DEAD_LETTERED.labels(reason).inc(n)
 
 
-class _AbortedError(Exception):
-    """Shutdown was forced while the database was unreachable."""
+@dataclass
+class _StoreHandle:
+    """A store process and its two one-way pipes."""
+
+    name: str
+    process: mp.process.BaseProcess
+    batches: Connection
+    outcomes: Connection
+
+    @classmethod
+    def spawn(cls, database_url: str, settings: Settings, name: str) -> _StoreHandle:
+        ctx = mp.get_context("spawn")  # no forked copies of paho's threads and sockets
+        batches_in, batches_out = ctx.Pipe(duplex=False)
+        outcomes_in, outcomes_out = ctx.Pipe(duplex=False)
+        process = ctx.Process(
+            target=store_main,
+            args=(
+                batches_in,
+                outcomes_out,
+                database_url,
+                settings,
+                name,
+                logging.getLogger().getEffectiveLevel(),
+            ),
+            name=name,
+            daemon=True,
+        )
+        process.start()
+        return cls(name, process, batches_out, outcomes_in)

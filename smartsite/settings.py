@@ -79,8 +79,16 @@ class Settings(BaseSettings):
     dedupe_window_days: int = Field(
         30, ge=1, description="Message ids remembered for idempotent ingest this long."
     )
-    ingest_batch_rows: int = Field(5000, ge=1, description="Flush a batch at this many rows.")
+    ingest_batch_messages: int = Field(
+        1000, ge=1, description="Write a batch at this many messages..."
+    )
     ingest_batch_seconds: float = Field(0.25, gt=0, description="...or after this many seconds.")
+    ingest_store_processes: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Processes per ingest worker that decode and write batches in parallel.",
+    )
     ingest_receive_maximum: int = Field(
         20000, ge=1, le=65535, description="Unacknowledged messages the broker may send us."
     )
@@ -96,6 +104,14 @@ class Settings(BaseSettings):
         "2.0 does not restore shared subscriptions from persistence after its own restart, so "
         "messages published before the workers re-subscribe are lost to the group: scale out "
         "behind a broker that keeps them (EMQX, HiveMQ, VerneMQ).",
+    )
+    ingest_name: str = Field(
+        "ingest",
+        pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="Names this hub's ingest workers and their MQTT client ids "
+        "(smartsite-<name>-<n>). Each hub replica needs its own, kept across its restarts: a "
+        "shared client id makes replicas take the session from each other in turn, and a new "
+        "one leaves the old persistent session behind, still holding its queued messages.",
     )
     metrics_port: int | None = Field(None, description="Prometheus exporter port; None: off.")
 

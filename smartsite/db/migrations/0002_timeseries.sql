@@ -94,6 +94,7 @@ CREATE INDEX dead_letters_received ON dead_letters (received_at DESC);
 CREATE TABLE ingest_ledger (
     message_id uuid PRIMARY KEY,
     device_id text NOT NULL,
+    seq bigint NOT NULL,               -- for gap detection per device
     received_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ingest_ledger_received ON ingest_ledger (received_at);

@@ -9,7 +9,6 @@ SELECT create_hypertable('attendance', by_range('time', INTERVAL '7 days'));
 SELECT create_hypertable('device_status', by_range('time', INTERVAL '7 days'));
 
 CREATE INDEX telemetry_device_metric_time ON telemetry (device_id, metric, time DESC);
-CREATE INDEX telemetry_project_time ON telemetry (project_id, time DESC);
 CREATE INDEX events_device_time ON events (device_id, time DESC);
 CREATE INDEX events_event_id ON events (event_id, time DESC);
 CREATE INDEX attendance_project_time ON attendance (project_id, time DESC);

@@ -1,0 +1,47 @@
+"""paho-mqtt clients configured the one way every part of the system uses them."""
+
+from __future__ import annotations
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from smartsite.settings import MqttEndpoint
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def make_client(
+    endpoint: MqttEndpoint, client_id: str, *, persistent: bool, manual_ack: bool = False
+) -> mqtt.Client:
+    """A paho client for ``endpoint`` (v5 or 3.1.1), credentials and TLS applied."""
+    kwargs: dict[str, object] = {}
+    if endpoint.protocol == 4:
+        kwargs["clean_session"] = not persistent
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if endpoint.protocol == 5 else mqtt.MQTTv311,
+        manual_ack=manual_ack,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    if endpoint.username:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls:
+        client.tls_set()
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    return client
+
+
+def connect_kwargs(
+    endpoint: MqttEndpoint, *, persistent: bool, receive_maximum: int | None = None
+) -> dict[str, object]:
+    """``connect()`` keywords: a session that outlives the connection, flow control."""
+    if endpoint.protocol != 5:
+        return {}
+    props = Properties(PacketTypes.CONNECT)
+    if persistent:
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+    if receive_maximum:
+        props.ReceiveMaximum = receive_maximum
+    return {"clean_start": not persistent, "properties": props}
