@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 
+from smartsite.mqtt import make_client
 from smartsite.protocol import limits
 from smartsite.protocol.messages import Reading, State, Status, Telemetry, encode
 from smartsite.protocol.topics import Kind, build
@@ -169,30 +170,30 @@ class PublishResult:
     readings: int = 0
     ids: list[uuid.UUID] = field(default_factory=list)
     seconds: float = 0.0
+    rejected: int = 0  # refused by the broker (ACL): not delivered
 
 
 class GatewayPublisher:
-    """A gateway's MQTT connection: QoS 1, persistent session, retained status + last will."""
+    """A gateway's MQTT connection: QoS 1, retained status + last will, bounded in flight."""
+
+    # paho reuses message ids past 65535 and silently replaces a queued message whose id is
+    # reused, so never get that far ahead of the broker.
+    MAX_UNACKED = 10_000
 
     def __init__(self, endpoint: MqttEndpoint, prefix: str, project: str, gateway: str) -> None:
         self.prefix, self.project, self.gateway = prefix, project, gateway
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"smartsite-sim-{gateway}",
-            protocol=mqtt.MQTTv5 if endpoint.protocol == 5 else mqtt.MQTTv311,
-        )
-        if endpoint.username:
-            self.client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            self.client.tls_set()
+        self.client = make_client(endpoint, f"smartsite-sim-{gateway}", persistent=False)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)  # queue while the broker is away
-        self.client.reconnect_delay_set(0.5, 5)
         self.endpoint = endpoint
         self.seq = 0
+        self.rejected = 0  # PUBACKs with a failure reason, e.g. 0x87 not authorized
         self._unacked = 0
+        self._refused: str | None = None
+        self._connected = threading.Event()
         self._lock = threading.Condition()
         self.client.on_publish = self._on_publish
+        self.client.on_connect = self._on_connect
         # seq 0: the broker publishes the will at a time of its choosing, outside the sequence.
         will = Status(device=gateway, seq=0, state=State.OFFLINE, detail={"reason": "last will"})
         self.client.will_set(self.topic(Kind.STATUS), encode(will), qos=1, retain=True)
@@ -204,18 +205,42 @@ class GatewayPublisher:
         self.seq += 1
         return Status(device=self.gateway, seq=self.seq, state=state)
 
-    def _on_publish(self, *_args: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            self._refused = str(reason)
+            client.disconnect()  # a refused login does not get better by retrying
+        self._connected.set()
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: object, _mid: int, reason: object, _p: object
+    ) -> None:
         with self._lock:
             self._unacked -= 1
+            if getattr(reason, "is_failure", False):
+                self.rejected += 1
             self._lock.notify_all()
 
-    def connect(self) -> None:
+    def connect(self, timeout: float = 30.0) -> None:
         self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=30)
         self.client.loop_start()
+        if not self._connected.wait(timeout):
+            raise TimeoutError(
+                f"no answer from the broker at {self.endpoint.host}:"
+                f"{self.endpoint.port} after {timeout}s"
+            )
+        if self._refused:
+            self.client.loop_stop()
+            raise ConnectionRefusedError(
+                f"the broker refused gateway {self.gateway!r}: {self._refused}"
+            )
         self.publish(Kind.STATUS, encode(self._status(State.ONLINE)), retain=True)
 
     def publish(self, kind: Kind, payload: bytes, retain: bool = False) -> None:
         with self._lock:
+            while self._unacked >= self.MAX_UNACKED:
+                self._lock.wait(0.5)
             self._unacked += 1
         self.client.publish(self.topic(kind), payload, qos=1, retain=retain)
 
@@ -275,6 +300,7 @@ def run(
     pub.seq = model.seq
     pub.drain()
     pub.close()
+    result.rejected = pub.rejected
     result.seconds = time.monotonic() - started
     return result
 

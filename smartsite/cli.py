@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import AliasChoices, ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from smartsite.settings import Settings, get_settings
 
@@ -23,14 +25,35 @@ bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_
 app.add_typer(db_app, name="db")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(bench_app, name="bench")
+device_app = typer.Typer(help="Device registry: broker credentials.", no_args_is_help=True)
+broker_app = typer.Typer(help="MQTT broker authentication.", no_args_is_help=True)
+app.add_typer(device_app, name="device")
+app.add_typer(broker_app, name="broker")
 console = Console()
+
+
+def _env_var(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a settings error is about (pydantic names the field)."""
+    name = str(loc[0]) if loc else ""
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field else None
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    return name if name.isupper() else f"SMARTSITE_{name.upper()}"
 
 
 def _settings() -> Settings:
     try:
         return get_settings()
-    except Exception as exc:  # pydantic names the variable and what is wrong with it
-        console.print(f"[red]bad settings in the environment:[/red] {exc}")
+    except ValidationError as exc:  # name the variable and what is wrong, never its value
+        for err in exc.errors(include_url=False):
+            console.print(
+                f"[red]bad settings in the environment:[/red] "
+                f"{_env_var(err['loc'])}: {escape(err['msg'])}"
+            )
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        console.print(f"[red]bad settings in the environment:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -131,21 +154,32 @@ def simulate(
         total = int(devices * rate * seconds)
         with Progress(console=console) as progress:
             task = progress.add_task("publishing", total=total)
-            res = run(
-                svc.mqtt,
-                settings.topic_prefix,
-                project,
-                devices,
-                rate,
-                seconds,
-                seed=seed,
-                realtime=realtime,
-                on_progress=lambda n: progress.update(task, completed=n),
-            )
+            try:
+                res = run(
+                    svc.mqtt,
+                    settings.topic_prefix,
+                    project,
+                    devices,
+                    rate,
+                    seconds,
+                    seed=seed,
+                    realtime=realtime,
+                    on_progress=lambda n: progress.update(task, completed=n),
+                )
+            except (ConnectionRefusedError, TimeoutError) as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from None
+            progress.update(task, total=res.messages, completed=res.messages)
     console.print(
         f"published {res.messages} messages ({res.readings} readings) in "
         f"{res.seconds:.1f} s to {svc.mqtt.host}:{svc.mqtt.port}"
     )
+    if res.rejected:
+        console.print(
+            f"[red]the broker refused {res.rejected} of them (not authorized for "
+            f"this gateway's topics?)[/red]"
+        )
+        raise typer.Exit(1)
 
 
 @protocol_app.command("schema")
@@ -163,7 +197,7 @@ def protocol_schema(
         (out / f"{kind}.schema.json").write_text(json.dumps(schema, indent=2, ensure_ascii=False))
     contract = {
         "topics": "{prefix}/{project}/{device}/{kind}, evidence: .../evidence/{evidence_id}",
-        "prefix": get_settings().topic_prefix,
+        "prefix": _settings().topic_prefix,
         "limits": {k: v for k, v in vars(limits).items() if k.isupper()},
     }
     (out / "contract.json").write_text(json.dumps(contract, indent=2))
@@ -183,6 +217,106 @@ def bench_ingest(
         _settings(), console, messages=messages, naive_messages=naive_messages, devices=devices
     )
     print(json.dumps(result))
+
+
+@device_app.command(
+    "credentials",
+    epilog="Only the password goes to standard output. It takes effect once `smartsite broker "
+    "files` has rewritten the broker's files and the broker has reloaded them (SIGHUP or "
+    "restart); the device's previous password stops working then.",
+)
+def device_credentials(
+    device_id: Annotated[
+        str, typer.Argument(metavar="DEVICE_ID", help="Registry id of the device: its broker user.")
+    ],
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VAR",
+            help="Take the password from environment variable VAR instead of generating one "
+            "(provisioning a secret kept elsewhere; secrets never go on the command line).",
+        ),
+    ] = None,
+) -> None:
+    """Give a device a new broker password: store its hash, print the password once."""
+    import os
+
+    from smartsite.broker_auth import issue_credential
+    from smartsite.db import connect
+    from smartsite.embedded import services
+
+    given = None
+    if password_env is not None:
+        given = os.environ.get(password_env)
+        if not given:
+            console.print(f"[red]{escape(password_env)} is not set or empty[/red]")
+            raise typer.Exit(2)
+    settings = _settings()
+    notes = Console(stderr=True)
+    with services(settings, need_mqtt=False) as svc, connect(svc.database_url) as conn:
+        try:
+            password = issue_credential(conn, device_id, given)
+        except KeyError as exc:
+            notes.print(f"[red]{escape(str(exc.args[0]))}[/red]")
+            raise typer.Exit(1) from None
+    if given is None:
+        print(password)
+        notes.print(f"new broker password of {escape(device_id)} above: it is not shown again")
+    else:
+        notes.print(f"broker password of {escape(device_id)} set from {escape(password_env or '')}")
+    notes.print("then: smartsite broker files ... and reload the broker")
+
+
+@device_app.command(
+    "register-simulated",
+    epilog="For brokers that check passwords: register, give the gateway (PROJECT-gw) its "
+    "credential, write the broker files, start the broker, then `simulate --no-register`.",
+)
+def device_register_simulated(
+    project: Annotated[str, typer.Option(help="Project code.")] = "SIM-001",
+    devices: Annotated[int, typer.Option(help="Number of sensors.")] = 12,
+) -> None:
+    """Register a simulated site (project, gateway, sensors) without publishing anything."""
+    from edge.simulator import gateway_id, register_site
+    from smartsite.db.migrate import upgrade
+    from smartsite.embedded import services
+
+    settings = _settings()
+    with services(settings, need_mqtt=False) as svc:
+        upgrade(svc.database_url, settings)
+        register_site(svc.database_url, project, devices)
+    console.print(f"registered {project}: gateway {gateway_id(project)} and {devices} sensors")
+
+
+@broker_app.command(
+    "files",
+    epilog="The hub user (SMARTSITE_HUB_MQTT_USERNAME, password from SMARTSITE_HUB_MQTT_PASSWORD) "
+    "reads every topic under the prefix and publishes config topics. Each active device with a "
+    "credential publishes only under its own id and reads only its own config. The files are "
+    "readable by their owner only; a running mosquitto rereads them on SIGHUP.",
+)
+def broker_files(
+    password_file: Annotated[
+        Path, typer.Option(help="mosquitto password_file to write (replaced atomically).")
+    ],
+    acl_file: Annotated[Path, typer.Option(help="mosquitto acl_file to write (likewise).")],
+) -> None:
+    """Write mosquitto's password and ACL files from the device registry."""
+    from smartsite.broker_auth import BrokerAuthError, write_broker_files
+    from smartsite.db import connect
+    from smartsite.embedded import services
+
+    settings = _settings()
+    with services(settings, need_mqtt=False) as svc, connect(svc.database_url) as conn:
+        try:
+            files = write_broker_files(conn, settings, password_file, acl_file)
+        except BrokerAuthError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(2) from None
+    console.print(
+        f"wrote {files.password_file} (hub user {files.hub_username!r} and "
+        f"{len(files.devices)} device(s)) and {files.acl_file}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 
+import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -43,9 +45,11 @@ def run_demo(
                 seconds,
                 on_progress=lambda n: progress.update(task, completed=n),
             )
+            # silent devices publish less than the estimate: end the bar at what was sent
+            progress.update(task, total=res.messages, completed=res.messages)
         _wait_written(worker, res.readings, timeout=30)
         worker.stop()
-        _report(console, svc.database_url, project, res.messages, res.readings, worker)
+        complete = _report(console, svc.database_url, project, res.ids, res.readings, worker)
         console.print(
             "\n[bold]Where to look[/bold]\n"
             f"  database: {svc.database_url}\n"
@@ -58,6 +62,8 @@ def run_demo(
             "  smartsite protocol schema     # JSON Schemas for integrators\n"
             "  smartsite bench ingest        # measure ingest throughput"
         )
+    if not complete:
+        raise typer.Exit(1)
 
 
 def _wait_written(worker: IngestWorker, readings: int, timeout: float) -> None:
@@ -67,9 +73,19 @@ def _wait_written(worker: IngestWorker, readings: int, timeout: float) -> None:
 
 
 def _report(
-    console: Console, url: str, project: str, messages: int, readings: int, worker: IngestWorker
-) -> None:
+    console: Console,
+    url: str,
+    project: str,
+    ids: list[uuid.UUID],
+    readings: int,
+    worker: IngestWorker,
+) -> bool:
+    """Print what arrived; True when every message of this run was stored exactly once."""
     with connect(url) as conn:
+        this_run = conn.execute(
+            "SELECT count(DISTINCT message_id), count(*) FROM telemetry WHERE message_id = ANY(%s)",
+            (ids,),
+        ).fetchone()
         stored = conn.execute(
             "SELECT count(DISTINCT message_id), count(*) FROM telemetry WHERE project_id = %s",
             (project,),
@@ -81,7 +97,7 @@ def _report(
             (project,),
         ).fetchall()
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
-    assert stored is not None and dead is not None
+    assert this_run is not None and stored is not None and dead is not None
     table = Table(title=f"What arrived for {project}")
     for col in ("device kind", "metric", "readings", "min", "max"):
         table.add_column(col)
@@ -89,7 +105,18 @@ def _report(
         table.add_row(*(str(x) for x in row))
     console.print(table)
     console.print(
-        f"published {messages} messages / {readings} readings; stored {stored[0]} messages / "
-        f"{stored[1]} readings (this run and earlier ones); duplicates absorbed "
-        f"{worker.stats.duplicates}; dead letters in total {dead[0]}"
+        f"this run: published {len(ids)} messages / {readings} readings; "
+        f"stored {this_run[0]} messages / {this_run[1]} readings\n"
+        f"in the database for {project} (this run and earlier ones): stored {stored[0]} "
+        f"messages / {stored[1]} readings; duplicates absorbed {worker.stats.duplicates}; "
+        f"dead letters in total {dead[0]}"
     )
+    complete = this_run[0] == len(ids) and this_run[1] == readings
+    if complete:
+        console.print("[green]OK[/green]: every message of this run was stored exactly once")
+    else:
+        console.print(
+            f"[red]INCOMPLETE[/red]: this run stored {this_run[0]} of {len(ids)} messages, "
+            f"{this_run[1]} of {readings} readings"
+        )
+    return complete

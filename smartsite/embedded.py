@@ -260,6 +260,9 @@ def services(
         mqtt: MqttEndpoint | None = None
         if settings.mqtt_url:
             mqtt = MqttEndpoint.from_url(settings.mqtt_url)
+            if mqtt.username is None and settings.hub_mqtt_password:
+                # keeps the password out of the URL (and free of URL escaping)
+                mqtt = mqtt.with_credentials(settings.hub_mqtt_username, settings.hub_mqtt_password)
         elif need_mqtt:
             mqtt = _running_broker(settings)
             if mqtt is None:
@@ -280,7 +283,8 @@ def _start_broker(settings: Settings, stack: contextlib.ExitStack) -> MqttEndpoi
     if kind == "mosquitto":
         broker = MosquittoBroker(settings.home / "mosquitto").start()
     else:
-        log.warning("mosquitto not found: using amqtt (MQTT 3.1.1, one ingest worker)")
+        if settings.embedded_broker == "auto":
+            log.warning("mosquitto not found: using amqtt (MQTT 3.1.1, one ingest worker)")
         broker = AmqttBroker(settings.home / "amqtt").start()
     stack.callback(broker.stop)
     endpoint = broker.endpoint

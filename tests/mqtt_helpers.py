@@ -10,10 +10,15 @@ import paho.mqtt.client as mqtt
 from smartsite.settings import MqttEndpoint
 
 
-def publish_raw(endpoint: MqttEndpoint, messages: list[tuple[str, bytes]], timeout: float = 60) -> None:
+def publish_raw(
+    endpoint: MqttEndpoint, messages: list[tuple[str, bytes]], timeout: float = 60
+) -> None:
     """Publish (topic, payload) pairs with QoS 1 and wait until the broker acknowledged all."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
-                         protocol=mqtt.MQTTv5 if endpoint.protocol == 5 else mqtt.MQTTv311)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5 if endpoint.protocol == 5 else mqtt.MQTTv311,
+    )
     client.max_inflight_messages_set(500)
     client.max_queued_messages_set(0)
     done = threading.Semaphore(0)

@@ -43,7 +43,7 @@ def good(seq: int, device: str = f"{PROJECT}-gw", value: float = 1.0) -> Telemet
 
 def test_simulated_site_arrives_exactly_once(db, pg_url, broker, settings, start_worker) -> None:
     register_site(pg_url, PROJECT, 12)
-    worker = start_worker(pg_url, broker.endpoint)
+    start_worker(pg_url, broker.endpoint)
     res = run(
         broker.endpoint, settings.topic_prefix, PROJECT, 12, rate=20, seconds=10, realtime=False
     )

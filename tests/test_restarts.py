@@ -30,8 +30,17 @@ def stream_with_restart(endpoint: MqttEndpoint, settings: Settings, restart: Cal
             t.start()
             threads.append(t)
 
-    res = run(endpoint, settings.topic_prefix, PROJECT, DEVICES, RATE, SECONDS, realtime=True,
-              silence_rate=0.0, on_progress=progress)
+    res = run(
+        endpoint,
+        settings.topic_prefix,
+        PROJECT,
+        DEVICES,
+        RATE,
+        SECONDS,
+        realtime=True,
+        silence_rate=0.0,
+        on_progress=progress,
+    )
     for t in threads:
         t.join()
     assert fired.is_set()
@@ -40,15 +49,20 @@ def stream_with_restart(endpoint: MqttEndpoint, settings: Settings, restart: Cal
 
 
 def assert_exactly_once(conn, res) -> None:  # type: ignore[no-untyped-def]
-    wait_until(lambda: count(conn, "SELECT count(*) FROM telemetry") >= res.readings,
-               timeout=120, what="all 10,000 messages stored")
+    wait_until(
+        lambda: count(conn, "SELECT count(*) FROM telemetry") >= res.readings,
+        timeout=120,
+        what="all 10,000 messages stored",
+    )
     assert count(conn, "SELECT count(DISTINCT message_id) FROM telemetry") == 10_000
     assert count(conn, "SELECT count(*) FROM telemetry") == res.readings
     stored = {r[0] for r in conn.execute("SELECT DISTINCT message_id FROM telemetry")}
     assert stored == set(res.ids)
 
 
-def test_broker_restart_mid_stream_loses_nothing(db, pg_url, settings, start_worker, tmp_path) -> None:
+def test_broker_restart_mid_stream_loses_nothing(
+    db, pg_url, settings, start_worker, tmp_path
+) -> None:
     broker = MosquittoBroker(tmp_path / "mosquitto").start()
     try:
         register_site(pg_url, PROJECT, DEVICES)
@@ -60,7 +74,9 @@ def test_broker_restart_mid_stream_loses_nothing(db, pg_url, settings, start_wor
         broker.stop()
 
 
-def test_database_restart_mid_stream_loses_nothing(broker, settings, start_worker, tmp_path) -> None:
+def test_database_restart_mid_stream_loses_nothing(
+    broker, settings, start_worker, tmp_path
+) -> None:
     import psycopg
 
     pg = EmbeddedPostgres(tmp_path / "pgdata").start()

@@ -55,6 +55,9 @@ class EnterpriseIn(_In):
 
 
 class PersonIn(_In):
+    # A rejected ID number must not reach logs or error replies through the error's input.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     id: Ident = Field(description="Registry id; what the edge and the API use.")
     name: str = Field(min_length=1)
     id_number: Annotated[

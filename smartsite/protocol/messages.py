@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from smartsite.protocol.limits import MAX_READINGS_PER_MESSAGE
 from smartsite.protocol.topics import SEGMENT_PATTERN, Kind
@@ -40,8 +48,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+WIRE_REQUIRED = ("id", "ts")
+"""Envelope fields with a default for building a message in Python that a received message
+must nevertheless carry: a made-up ``id`` would store every redelivery again."""
+
+
+def _wire_required_in_schema(schema: dict[str, Any]) -> None:
+    schema["required"] = [*WIRE_REQUIRED, *schema.get("required", [])]
+
+
 class Envelope(_Model):
     """Fields every device→hub JSON message carries."""
+
+    model_config = ConfigDict(json_schema_extra=_wire_required_in_schema)
 
     v: Literal[1] = Field(SCHEMA_VERSION, description="Protocol schema version.")
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique message id.")
@@ -50,6 +69,15 @@ class Envelope(_Model):
         default_factory=lambda: datetime.now(UTC), description="Device time when sent."
     )
     seq: int = Field(ge=0, description="Per-device sequence number, +1 per message.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wire_fields_present(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.mode == "json" and isinstance(data, dict):
+            missing = [k for k in WIRE_REQUIRED if k not in data]
+            if missing:
+                raise ValueError(f"a received message must carry {' and '.join(missing)}")
+        return data
 
 
 # --- telemetry ----------------------------------------------------------------------------
