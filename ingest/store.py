@@ -6,6 +6,7 @@ with paho's network loop, which alone costs about as much per message as everyth
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -141,6 +142,11 @@ def store_main(
 ) -> None:
     """Entry point of the store process: batches in, outcomes out, in order; None stops it."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A batch allocates thousands of short-lived objects per message; with the default
+    # thresholds the cyclic GC rescans them (and every imported module) so often that it
+    # costs a third of decoding. Freeze what is loaded and collect young objects less often.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     store = Store(database_url, settings, name)
     outbox.send("ready")
     try:
