@@ -319,3 +319,21 @@ def test_units_with_copy_special_characters_survive(
     publish_raw(broker.endpoint, [(telemetry_topic(settings, gw), encode(msg))])
     wait_until(lambda: worker.stats.written["telemetry"] == 1, what="stored")
     assert db.execute("SELECT unit, value FROM telemetry").fetchone() == (unit, -1.5e-7)
+
+
+def test_graceful_stop_writes_what_it_holds(db, pg_url, broker, settings) -> None:
+    """A worker told to stop mid-batch writes and acknowledges what it has before it goes."""
+    from ingest.worker import IngestWorker
+
+    register_site(pg_url, PROJECT, 6)
+    slow = settings.model_copy(update={"ingest_batch_seconds": 30.0})  # nothing flushes by time
+    worker = IngestWorker(pg_url, broker.endpoint, slow, name=f"stop-{slow.topic_prefix[:9]}")
+    worker.start().wait_connected()
+    gw = f"{PROJECT}-gw"
+    publish_raw(
+        broker.endpoint, [(telemetry_topic(settings, gw), encode(good(s))) for s in range(1, 51)]
+    )
+    wait_until(lambda: len(worker._buffer) == 50, what="messages buffered")
+    assert count(db, "SELECT count(*) FROM telemetry") == 0
+    worker.stop()
+    assert count(db, "SELECT count(*) FROM telemetry") == 50
