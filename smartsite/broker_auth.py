@@ -116,14 +116,18 @@ def acl_text(prefix: str, hub_username: str) -> str:
 
 
 def password_text(
-    conn: psycopg.Connection, hub_username: str, hub_password: str
+    conn: psycopg.Connection | None, hub_username: str, hub_password: str
 ) -> tuple[str, list[str]]:
     """The password file (hub first, then each active device with a credential) and the
-    device ids in it."""
-    rows = conn.execute(
-        "SELECT id, credential_hash FROM devices "
-        "WHERE active AND credential_hash IS NOT NULL ORDER BY id"
-    ).fetchall()
+    device ids in it; no ``conn``: no registry yet, the hub alone."""
+    rows = (
+        conn.execute(
+            "SELECT id, credential_hash FROM devices "
+            "WHERE active AND credential_hash IS NOT NULL ORDER BY id"
+        ).fetchall()
+        if conn is not None
+        else []
+    )
     devices = [str(r[0]) for r in rows]
     if hub_username in devices:
         raise BrokerAuthError(
@@ -136,9 +140,10 @@ def password_text(
 
 
 def write_broker_files(
-    conn: psycopg.Connection, settings: Settings, password_file: Path, acl_file: Path
+    conn: psycopg.Connection | None, settings: Settings, password_file: Path, acl_file: Path
 ) -> BrokerFiles:
-    """Write mosquitto's ``password_file`` and ``acl_file`` from the registry.
+    """Write mosquitto's ``password_file`` and ``acl_file`` from the registry (``None``:
+    the hub user only, for a broker that starts before the schema exists).
 
     Each file is replaced atomically, so a broker reloading them (SIGHUP) never reads half
     a file. They are private to the writing user: the password file holds hashes of

@@ -137,7 +137,13 @@ def simulate(
     rate: Annotated[float, typer.Option(help="Messages per second per sensor.")] = 1.0,
     seconds: Annotated[float, typer.Option(help="Simulated seconds to publish.")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same values).")] = 0,
-    register: Annotated[bool, typer.Option(help="Register project and devices first.")] = True,
+    register: Annotated[
+        bool,
+        typer.Option(
+            help="Register project and devices first (embedded broker: and the gateway's "
+            "credential)."
+        ),
+    ] = True,
     realtime: Annotated[
         bool, typer.Option(help="Pace to the wall clock; off: as fast as possible.")
     ] = True,
@@ -145,22 +151,27 @@ def simulate(
     """Publish realistic site telemetry through the real protocol."""
     from rich.progress import Progress
 
-    from edge.simulator import register_site, run
-    from smartsite.embedded import services
+    from edge.simulator import gateway_id, register_site, run
+    from smartsite.embedded import provision_device, services
 
     settings = _settings()
     with services(settings, need_db=register) as svc:
+        endpoint = svc.mqtt
         if register:
             from smartsite.db.migrate import upgrade
 
             upgrade(svc.database_url, settings)
             register_site(svc.database_url, project, devices)
+            endpoint = provision_device(settings, svc, gateway_id(project))
+        elif not settings.mqtt_url:
+            # the embedded endpoint carries the hub's login, which is not the gateway's
+            endpoint = svc.mqtt.with_credentials(None, None)
         total = int(devices * rate * seconds)
         with Progress(console=console) as progress:
             task = progress.add_task("publishing", total=total)
             try:
                 res = run(
-                    svc.mqtt,
+                    endpoint,
                     settings.topic_prefix,
                     project,
                     devices,
@@ -172,6 +183,8 @@ def simulate(
                 )
             except (ConnectionRefusedError, TimeoutError) as exc:
                 console.print(f"[red]{exc}[/red]")
+                if not register and not settings.mqtt_url:
+                    console.print("the embedded broker requires passwords: drop --no-register")
                 raise typer.Exit(1) from None
             progress.update(task, total=res.messages, completed=res.messages)
     console.print(
@@ -227,7 +240,8 @@ def bench_ingest(
     "credentials",
     epilog="Only the password goes to standard output. It takes effect once `smartsite broker "
     "files` has rewritten the broker's files and the broker has reloaded them (SIGHUP or "
-    "restart); the device's previous password stops working then.",
+    "restart); the device's previous password stops working then. On the embedded default "
+    "(MQTT_URL unset) a running embedded broker is updated at once.",
 )
 def device_credentials(
     device_id: Annotated[
@@ -247,7 +261,7 @@ def device_credentials(
 
     from smartsite.broker_auth import issue_credential
     from smartsite.db import connect
-    from smartsite.embedded import services
+    from smartsite.embedded import reload_embedded_broker, services
 
     given = None
     if password_env is not None:
@@ -263,12 +277,20 @@ def device_credentials(
         except KeyError as exc:
             notes.print(f"[red]{escape(str(exc.args[0]))}[/red]")
             raise typer.Exit(1) from None
+        conn.commit()
+        # the embedded broker is ours to update; an external one is the operator's
+        reloaded = not settings.mqtt_url and reload_embedded_broker(settings, conn)
     if given is None:
         print(password)
         notes.print(f"new broker password of {escape(device_id)} above: it is not shown again")
     else:
         notes.print(f"broker password of {escape(device_id)} set from {escape(password_env or '')}")
-    notes.print("then: smartsite broker files ... and reload the broker")
+    if reloaded:
+        notes.print("the running embedded broker has reloaded its password file")
+    elif not settings.mqtt_url:
+        notes.print("the embedded broker takes it from the registry when it next starts")
+    else:
+        notes.print("then: smartsite broker files ... and reload the broker")
 
 
 @device_app.command(
@@ -321,6 +343,186 @@ def broker_files(
         f"wrote {files.password_file} (hub user {files.hub_username!r} and "
         f"{len(files.devices)} device(s)) and {files.acl_file}"
     )
+
+
+# --- BIM (issue 6): a self-contained sub-app; the bim package is imported lazily. ---
+bim_app = typer.Typer(help="BIM models: IFC import, spatial tree, geometry.", no_args_is_help=True)
+app.add_typer(bim_app, name="bim")
+
+
+@bim_app.command(
+    "import",
+    epilog="IFC2X3, IFC4 and IFC4X3 STEP files (.ifc). The same file as the current version "
+    "changes nothing; a changed file becomes the next version, and placements whose GlobalId "
+    "is gone from it are listed and marked stale.",
+)
+def bim_import(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The IFC file to import.", exists=True)
+    ],
+    project: Annotated[str, typer.Option(help="Project code the model belongs to.")],
+    create_project: Annotated[
+        bool,
+        typer.Option(help="Register the project (named after the IFC project) if it is not."),
+    ] = False,
+) -> None:
+    """Import an IFC model as the project's next model version (all or nothing)."""
+    from bim.errors import BimError
+    from bim.store import import_model
+    from smartsite.db import connect
+    from smartsite.db.migrate import upgrade
+    from smartsite.embedded import services
+
+    settings = _settings()
+    with services(settings, need_mqtt=False) as svc:
+        upgrade(svc.database_url, settings)
+        with connect(svc.database_url, autocommit=True) as conn:
+            try:
+                report = import_model(conn, project, file, create_project=create_project)
+            except BimError as exc:
+                console.print(f"[red]{escape(str(exc))}[/red]")
+                raise typer.Exit(1) from None
+    m = report.model
+    if report.unchanged:
+        console.print(f"{escape(file.name)} is already version {m.version} of {project}: unchanged")
+        return
+    c = m.counts
+    console.print(
+        f"imported {escape(file.name)} as version {m.version} of {escape(project)} "
+        f"({m.schema_name}, sha256 {m.sha256[:12]}…) in {report.seconds:.2f} s: "
+        f"{c['storeys']} storeys, {c['spaces']} spaces, {c['elements']} elements, "
+        f"{c['tasks']} tasks"
+    )
+    if report.kept:
+        console.print(f"  {len(report.kept)} placement(s) still resolve")
+    for p in report.stale:
+        what = p.device_id or p.zone
+        console.print(f"  [yellow]stale {p.kind} {escape(str(what))}: {escape(p.reason)}[/yellow]")
+
+
+@bim_app.command("tree")
+def bim_tree(
+    project: Annotated[str, typer.Option(help="Project code.")],
+    version: Annotated[
+        int | None, typer.Option(help="Model version (default: the latest).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+) -> None:
+    """Print the model's project / site / building / storey / space tree and its schedule."""
+    from rich.tree import Tree
+
+    from bim.errors import BimError
+    from bim.models import TreeNode
+    from bim.store import tree
+    from smartsite.db import connect
+    from smartsite.db.migrate import upgrade
+    from smartsite.embedded import services
+
+    settings = _settings()
+    with services(settings, need_mqtt=False) as svc:
+        upgrade(svc.database_url, settings)
+        with connect(svc.database_url, autocommit=True) as conn:
+            try:
+                t = tree(conn, project, version)
+            except BimError as exc:
+                console.print(f"[red]{escape(str(exc))}[/red]")
+                raise typer.Exit(1) from None
+    if as_json:
+        print(t.model_dump_json(indent=2))
+        return
+
+    def label(n: TreeNode) -> str:
+        name = escape(n.name or n.long_name or "(unnamed)")
+        text = f"[bold]{name}[/bold] {n.ifc_class} {n.global_id}"
+        if n.elevation is not None:
+            text += f" at {n.elevation:+.2f} m"
+        if n.elements:
+            total = sum(n.elements.values())
+            top = ", ".join(f"{k} {v}" for k, v in sorted(n.elements.items(), key=lambda x: -x[1]))
+            text += f" — {total} elements: {top}"
+        return text
+
+    def add(parent: Tree, n: TreeNode) -> None:
+        branch = parent.add(label(n))
+        for c in n.children:
+            add(branch, c)
+
+    m = t.model
+    root = Tree(
+        f"{escape(project)} model version {m.version}: {escape(m.file_name)} ({m.schema_name})"
+    )
+    for n in t.roots:
+        add(root, n)
+    if t.unplaced_elements:
+        root.add(f"not in the spatial structure: {sum(t.unplaced_elements.values())} elements")
+    console.print(root)
+    if t.tasks:
+        console.print(f"work schedule: {len(t.tasks)} tasks")
+        for task in t.tasks:
+            when = " → ".join(
+                d.isoformat(sep=" ") for d in (task.schedule_start, task.schedule_finish) if d
+            )
+            console.print(
+                f"  {escape(task.name or task.global_id)} {when} {task.schedule_duration or ''}"
+            )
+
+
+@bim_app.command("glb")
+def bim_glb(
+    project: Annotated[str, typer.Option(help="Project code.")],
+    out: Annotated[Path, typer.Option(help="Directory to copy the storey GLB files into.")],
+    version: Annotated[
+        int | None, typer.Option(help="Model version (default: the latest).")
+    ] = None,
+) -> None:
+    """Make (or take from the cache) one GLB file per storey and copy them to a directory."""
+    import shutil
+
+    from bim.errors import BimError
+    from bim.store import glb_cache, manifest, storey_glb
+    from smartsite.db import connect
+    from smartsite.embedded import services
+
+    settings = _settings()
+    cache = glb_cache(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    with services(settings, need_mqtt=False) as svc, connect(svc.database_url) as conn:
+        try:
+            man = manifest(conn, cache, project, version)
+            for s in man.storeys:
+                path = storey_glb(conn, cache, project, s.id, version)
+                shutil.copyfile(path, out / s.file)
+                console.print(f"{escape(s.name or s.id)}: {s.file} ({len(s.products)} products)")
+        except BimError as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(1) from None
+    (out / "manifest.json").write_text(man.model_dump_json(indent=1))
+    console.print(f"wrote {len(man.storeys)} GLB files and manifest.json to {out}/")
+
+
+@bench_app.command("bim")
+def bench_bim(
+    models: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model", help="IFC file to measure (repeatable; default: every *.ifc in --dir)."
+        ),
+    ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Folder searched for *.ifc (default: ../shared/datasets/ifc)."),
+    ] = None,
+    geometry: Annotated[bool, typer.Option(help="Also time GLB export per storey.")] = True,
+) -> None:
+    """IFC import time and peak memory vs bare ifcopenshell.open, and GLB time per storey."""
+    from bim.bench import default_models, run_bench
+
+    files = list(models or []) or default_models(directory)
+    if not files:
+        console.print("[red]no IFC files found: pass --model or --dir[/red]")
+        raise typer.Exit(2)
+    result = run_bench(_settings(), console, files, geometry=geometry)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

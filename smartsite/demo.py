@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from edge.simulator import register_site, run
+from edge.simulator import gateway_id, register_site, run
 from ingest.worker import IngestWorker
 from smartsite.db import connect
 from smartsite.db.migrate import upgrade
-from smartsite.embedded import services
+from smartsite.embedded import provision_device, services
 from smartsite.settings import Settings
 
 
@@ -30,6 +30,7 @@ def run_demo(
             f"{len(report.applied)} migrations applied now"
         )
         register_site(svc.database_url, project, devices)
+        gateway = provision_device(settings, svc, gateway_id(project))
         worker = IngestWorker(svc.database_url, svc.mqtt, settings, name="demo-ingest").start()
         worker.wait_connected()
         with Progress(console=console) as progress:
@@ -37,7 +38,7 @@ def run_demo(
                 f"site {project}: {devices} sensors", total=int(seconds * rate * devices)
             )
             res = run(
-                svc.mqtt,
+                gateway,
                 settings.topic_prefix,
                 project,
                 devices,

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         "one leaves the old persistent session behind, still holding its queued messages.",
     )
     metrics_port: int | None = Field(None, description="Prometheus exporter port; None: off.")
+    bim_cache_dir: Path | None = Field(
+        None,
+        description="Where the per-storey GLB files of BIM models are cached (one folder per "
+        "IFC file hash); unset: <home>/bim-cache.",
+    )
 
     @field_validator("embedded_broker")
     @classmethod

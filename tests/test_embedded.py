@@ -60,6 +60,10 @@ def test_demo_runs_on_the_embedded_default_and_keeps_its_data(
     used = "mosquitto" if broker is None and MosquittoBroker.available() else "amqtt"
     assert (home / used).is_dir()
     assert {p.name for p in home.iterdir()} & {"mosquitto", "amqtt"} == {used}
+    # mosquitto checks passwords; amqtt cannot, and the demo says so
+    assert ("does not check passwords" in out) == (used == "amqtt")
+    if used == "mosquitto":
+        assert "allow_anonymous false" in (home / used / "mosquitto.conf").read_text()
     assert not (home / "broker.json").exists(), "the embedded broker was left registered"
 
     rc, out, second = run_demo(home, broker)
