@@ -227,13 +227,13 @@ def _copy_rows(conn: psycopg.Connection, new: list[Accepted], res: BatchResult) 
                 )
         res.written["device_status"] = len(status)
     if alerts:
+        # The raw record of each occurrence; the alert engine turns them into alerts.
         cur.executemany(
-            "INSERT INTO alerts (id, created_at, project_id, device_id, source, rule, severity, "
-            "camera, zone, event_id, evidence_id, detail) "
-            "VALUES (%s, %s, %s, %s, 'edge', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            "INSERT INTO edge_alerts (time, project_id, device_id, rule, severity, camera, zone, "
+            "event_id, evidence_id, detail, message_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
-                    m.id,
                     m.ts,
                     a.topic.project,
                     a.topic.device,
@@ -244,12 +244,13 @@ def _copy_rows(conn: psycopg.Connection, new: list[Accepted], res: BatchResult) 
                     m.event_id,
                     m.evidence_id,
                     m.detail,
+                    m.id,
                 )
                 for a in alerts
                 if isinstance(m := a.message, EdgeAlert)
             ],
         )
-        res.written["alerts"] = len(alerts)
+        res.written["edge_alerts"] = len(alerts)
     if evidence:
         cur.executemany(
             "INSERT INTO evidence (id, device_id, project_id, content_type, sha256, data) "

@@ -87,8 +87,11 @@ def demo(
 @app.command()
 def hub(
     workers: Annotated[int, typer.Option(help="Ingest workers on the shared subscription.")] = 1,
+    alerts: Annotated[
+        bool, typer.Option(help="Run the alert engine too (else: `smartsite alerts run`).")
+    ] = True,
 ) -> None:
-    """Run the hub services (ingest) until Ctrl-C, on configured or embedded services."""
+    """Run the hub services (ingest, alerts) until Ctrl-C, on configured or embedded services."""
     from ingest.service import serve
     from smartsite.db.migrate import upgrade
     from smartsite.embedded import services
@@ -106,7 +109,17 @@ def hub(
             from prometheus_client import start_http_server
 
             start_http_server(settings.metrics_port)
-        serve(svc.database_url, svc.mqtt, settings, workers=workers)
+        engine = None
+        if alerts:
+            from alerts.engine import AlertEngine
+
+            engine = AlertEngine(svc.database_url, svc.mqtt, settings).start()
+            console.print(f"alert engine on (MQTT client smartsite-{settings.alerts_name})")
+        try:
+            serve(svc.database_url, svc.mqtt, settings, workers=workers)
+        finally:
+            if engine is not None:
+                engine.stop()
 
 
 @db_app.command("upgrade")
@@ -523,6 +536,43 @@ def bench_bim(
         raise typer.Exit(2)
     result = run_bench(_settings(), console, files, geometry=geometry)
     print(json.dumps(result))
+
+
+# --- alerts (issue 5): a self-contained sub-app; the alerts package is imported lazily. ---
+alerts_app = typer.Typer(help="Alert engine: rules, evaluation, lifecycle.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command(
+    "run",
+    epilog="Rules live in the database (alert_rules, with history); the defaults from practice "
+    "are seeded on first start. The engine keeps its own persistent MQTT session "
+    "(SMARTSITE_ALERTS_NAME names it) and acknowledges messages after they are judged and "
+    "committed, so a restart neither loses nor duplicates alerts.",
+)
+def alerts_run() -> None:
+    """Run the alert engine until Ctrl-C: telemetry and edge alerts in, alerts out."""
+    import signal
+    import threading
+
+    from alerts.engine import AlertEngine
+    from smartsite.db.migrate import upgrade
+    from smartsite.embedded import services
+
+    settings = _settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with services(settings) as svc:
+        for line in svc.embedded:
+            console.print(f"started {line}")
+        upgrade(svc.database_url, settings)
+        console.print(
+            f"alert engine on {svc.mqtt.host}:{svc.mqtt.port} (MQTT client "
+            f"smartsite-{settings.alerts_name}, time zone {settings.alerts_timezone}). "
+            "Ctrl-C stops."
+        )
+        AlertEngine(svc.database_url, svc.mqtt, settings).run_forever(stop)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,60 @@ class Settings(BaseSettings):
         "IFC file hash); unset: <home>/bim-cache.",
     )
 
+    # --- alert engine (issue 5) ---
+    alerts_name: str = Field(
+        "alerts",
+        pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="Names the alert engine's MQTT client id (smartsite-<name>) and so its "
+        "persistent session; keep it across restarts (a new one abandons the queued messages).",
+    )
+    alerts_timezone: str = Field(
+        "Asia/Shanghai",
+        description="IANA time zone in which rules' day/night windows (e.g. noise limits "
+        "06:00-22:00) are read; one zone for all projects.",
+    )
+    alerts_batch_messages: int = Field(
+        500, ge=1, description="The engine commits (then acknowledges) at this many messages..."
+    )
+    alerts_batch_seconds: float = Field(
+        0.1, gt=0, description="...or after this many seconds (alert latency vs. commits)."
+    )
+    alerts_tick_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the engine checks time-based actions: silent devices, "
+        "auto-clear, repeat notifications, escalation to the regulator.",
+    )
+    alerts_rules_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often the engine looks for changed rules and devices."
+    )
+    alerts_startup_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After connecting, the engine waits this long before judging devices "
+        "silent, so the messages the broker queued while it was away are read first.",
+    )
+    alerts_state_flush_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="A target whose state only moved its last-reading time is written back at "
+        "most this often (every change that matters is written at once).",
+    )
+    alerts_receive_maximum: int = Field(
+        2000, ge=1, le=65535, description="Unacknowledged messages the broker may send the engine."
+    )
+
+    @field_validator("alerts_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (IANA name, e.g. Asia/Shanghai)") from None
+        return v
+
     @field_validator("embedded_broker")
     @classmethod
     def _broker_kind(cls, v: str) -> str:

@@ -266,7 +266,7 @@ def test_events_attendance_alerts_and_evidence_are_stored(
     wait_until(
         lambda: (
             count(db, "SELECT count(*) FROM evidence") == 1
-            and count(db, "SELECT count(*) FROM alerts") == 1
+            and count(db, "SELECT count(*) FROM edge_alerts") == 1
         ),
         what="all kinds stored",
     )
@@ -278,12 +278,14 @@ def test_events_attendance_alerts_and_evidence_are_stored(
         [0.1, 0.2, 0.3, 0.9],
     )
     assert db.execute("SELECT worker_id, direction FROM attendance").fetchone() == ("W-1", "in")
-    assert db.execute("SELECT rule, severity, status, source FROM alerts").fetchone() == (
+    # the raw occurrence; alerts are the alert engine's (tests/test_alerts_engine.py)
+    assert db.execute("SELECT rule, severity, camera, detail FROM edge_alerts").fetchone() == (
         "no_hard_hat",
         "alarm",
-        "open",
-        "edge",
+        cam,
+        "no hard hat in pit",
     )
+    assert count(db, "SELECT count(*) FROM alerts") == 0
     assert bytes(db.execute("SELECT data FROM evidence").fetchone()[0]) == jpeg
 
 
