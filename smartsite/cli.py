@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import AliasChoices, ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from smartsite.settings import Settings, get_settings
+from alerts import cli as alerts_cli
+from bim import cli as bim_cli
+from smartsite.cli_support import console
+from smartsite.cli_support import settings_or_exit as _settings
 
 app = typer.Typer(
     help="Smart construction-site supervision: hub, edge and tools.",
@@ -30,32 +32,8 @@ device_app = typer.Typer(help="Device registry: broker credentials.", no_args_is
 broker_app = typer.Typer(help="MQTT broker authentication.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
 app.add_typer(broker_app, name="broker")
-console = Console()
-
-
-def _env_var(loc: tuple[int | str, ...]) -> str:
-    """The environment variable a settings error is about (pydantic names the field)."""
-    name = str(loc[0]) if loc else ""
-    field = Settings.model_fields.get(name)
-    alias = field.validation_alias if field else None
-    if isinstance(alias, AliasChoices) and alias.choices:
-        return str(alias.choices[0])
-    return name if name.isupper() else f"SMARTSITE_{name.upper()}"
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:  # name the variable and what is wrong, never its value
-        for err in exc.errors(include_url=False):
-            console.print(
-                f"[red]bad settings in the environment:[/red] "
-                f"{_env_var(err['loc'])}: {escape(err['msg'])}"
-            )
-        raise typer.Exit(2) from None
-    except Exception as exc:
-        console.print(f"[red]bad settings in the environment:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+app.add_typer(bim_cli.app, name="bim")
+app.add_typer(alerts_cli.app, name="alerts")
 
 
 @app.callback()
@@ -358,161 +336,6 @@ def broker_files(
     )
 
 
-# --- BIM (issue 6): a self-contained sub-app; the bim package is imported lazily. ---
-bim_app = typer.Typer(help="BIM models: IFC import, spatial tree, geometry.", no_args_is_help=True)
-app.add_typer(bim_app, name="bim")
-
-
-@bim_app.command(
-    "import",
-    epilog="IFC2X3, IFC4 and IFC4X3 STEP files (.ifc). The same file as the current version "
-    "changes nothing; a changed file becomes the next version, and placements whose GlobalId "
-    "is gone from it are listed and marked stale.",
-)
-def bim_import(
-    file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="The IFC file to import.", exists=True)
-    ],
-    project: Annotated[str, typer.Option(help="Project code the model belongs to.")],
-    create_project: Annotated[
-        bool,
-        typer.Option(help="Register the project (named after the IFC project) if it is not."),
-    ] = False,
-) -> None:
-    """Import an IFC model as the project's next model version (all or nothing)."""
-    from bim.errors import BimError
-    from bim.store import import_model
-    from smartsite.db import connect
-    from smartsite.db.migrate import upgrade
-    from smartsite.embedded import services
-
-    settings = _settings()
-    with services(settings, need_mqtt=False) as svc:
-        upgrade(svc.database_url, settings)
-        with connect(svc.database_url, autocommit=True) as conn:
-            try:
-                report = import_model(conn, project, file, create_project=create_project)
-            except BimError as exc:
-                console.print(f"[red]{escape(str(exc))}[/red]")
-                raise typer.Exit(1) from None
-    m = report.model
-    if report.unchanged:
-        console.print(f"{escape(file.name)} is already version {m.version} of {project}: unchanged")
-        return
-    c = m.counts
-    console.print(
-        f"imported {escape(file.name)} as version {m.version} of {escape(project)} "
-        f"({m.schema_name}, sha256 {m.sha256[:12]}…) in {report.seconds:.2f} s: "
-        f"{c['storeys']} storeys, {c['spaces']} spaces, {c['elements']} elements, "
-        f"{c['tasks']} tasks"
-    )
-    if report.kept:
-        console.print(f"  {len(report.kept)} placement(s) still resolve")
-    for p in report.stale:
-        what = p.device_id or p.zone
-        console.print(f"  [yellow]stale {p.kind} {escape(str(what))}: {escape(p.reason)}[/yellow]")
-
-
-@bim_app.command("tree")
-def bim_tree(
-    project: Annotated[str, typer.Option(help="Project code.")],
-    version: Annotated[
-        int | None, typer.Option(help="Model version (default: the latest).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
-) -> None:
-    """Print the model's project / site / building / storey / space tree and its schedule."""
-    from rich.tree import Tree
-
-    from bim.errors import BimError
-    from bim.models import TreeNode
-    from bim.store import tree
-    from smartsite.db import connect
-    from smartsite.db.migrate import upgrade
-    from smartsite.embedded import services
-
-    settings = _settings()
-    with services(settings, need_mqtt=False) as svc:
-        upgrade(svc.database_url, settings)
-        with connect(svc.database_url, autocommit=True) as conn:
-            try:
-                t = tree(conn, project, version)
-            except BimError as exc:
-                console.print(f"[red]{escape(str(exc))}[/red]")
-                raise typer.Exit(1) from None
-    if as_json:
-        print(t.model_dump_json(indent=2))
-        return
-
-    def label(n: TreeNode) -> str:
-        name = escape(n.name or n.long_name or "(unnamed)")
-        text = f"[bold]{name}[/bold] {n.ifc_class} {n.global_id}"
-        if n.elevation is not None:
-            text += f" at {n.elevation:+.2f} m"
-        if n.elements:
-            total = sum(n.elements.values())
-            top = ", ".join(f"{k} {v}" for k, v in sorted(n.elements.items(), key=lambda x: -x[1]))
-            text += f" — {total} elements: {top}"
-        return text
-
-    def add(parent: Tree, n: TreeNode) -> None:
-        branch = parent.add(label(n))
-        for c in n.children:
-            add(branch, c)
-
-    m = t.model
-    root = Tree(
-        f"{escape(project)} model version {m.version}: {escape(m.file_name)} ({m.schema_name})"
-    )
-    for n in t.roots:
-        add(root, n)
-    if t.unplaced_elements:
-        root.add(f"not in the spatial structure: {sum(t.unplaced_elements.values())} elements")
-    console.print(root)
-    if t.tasks:
-        console.print(f"work schedule: {len(t.tasks)} tasks")
-        for task in t.tasks:
-            when = " → ".join(
-                d.isoformat(sep=" ") for d in (task.schedule_start, task.schedule_finish) if d
-            )
-            console.print(
-                f"  {escape(task.name or task.global_id)} {when} {task.schedule_duration or ''}"
-            )
-
-
-@bim_app.command("glb")
-def bim_glb(
-    project: Annotated[str, typer.Option(help="Project code.")],
-    out: Annotated[Path, typer.Option(help="Directory to copy the storey GLB files into.")],
-    version: Annotated[
-        int | None, typer.Option(help="Model version (default: the latest).")
-    ] = None,
-) -> None:
-    """Make (or take from the cache) one GLB file per storey and copy them to a directory."""
-    import shutil
-
-    from bim.errors import BimError
-    from bim.store import glb_cache, manifest, storey_glb
-    from smartsite.db import connect
-    from smartsite.embedded import services
-
-    settings = _settings()
-    cache = glb_cache(settings)
-    out.mkdir(parents=True, exist_ok=True)
-    with services(settings, need_mqtt=False) as svc, connect(svc.database_url) as conn:
-        try:
-            man = manifest(conn, cache, project, version)
-            for s in man.storeys:
-                path = storey_glb(conn, cache, project, s.id, version)
-                shutil.copyfile(path, out / s.file)
-                console.print(f"{escape(s.name or s.id)}: {s.file} ({len(s.products)} products)")
-        except BimError as exc:
-            console.print(f"[red]{escape(str(exc))}[/red]")
-            raise typer.Exit(1) from None
-    (out / "manifest.json").write_text(man.model_dump_json(indent=1))
-    console.print(f"wrote {len(man.storeys)} GLB files and manifest.json to {out}/")
-
-
 @bench_app.command("bim")
 def bench_bim(
     models: Annotated[
@@ -536,43 +359,6 @@ def bench_bim(
         raise typer.Exit(2)
     result = run_bench(_settings(), console, files, geometry=geometry)
     print(json.dumps(result))
-
-
-# --- alerts (issue 5): a self-contained sub-app; the alerts package is imported lazily. ---
-alerts_app = typer.Typer(help="Alert engine: rules, evaluation, lifecycle.", no_args_is_help=True)
-app.add_typer(alerts_app, name="alerts")
-
-
-@alerts_app.command(
-    "run",
-    epilog="Rules live in the database (alert_rules, with history); the defaults from practice "
-    "are seeded on first start. The engine keeps its own persistent MQTT session "
-    "(SMARTSITE_ALERTS_NAME names it) and acknowledges messages after they are judged and "
-    "committed, so a restart neither loses nor duplicates alerts.",
-)
-def alerts_run() -> None:
-    """Run the alert engine until Ctrl-C: telemetry and edge alerts in, alerts out."""
-    import signal
-    import threading
-
-    from alerts.engine import AlertEngine
-    from smartsite.db.migrate import upgrade
-    from smartsite.embedded import services
-
-    settings = _settings()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    with services(settings) as svc:
-        for line in svc.embedded:
-            console.print(f"started {line}")
-        upgrade(svc.database_url, settings)
-        console.print(
-            f"alert engine on {svc.mqtt.host}:{svc.mqtt.port} (MQTT client "
-            f"smartsite-{settings.alerts_name}, time zone {settings.alerts_timezone}). "
-            "Ctrl-C stops."
-        )
-        AlertEngine(svc.database_url, svc.mqtt, settings).run_forever(stop)
 
 
 if __name__ == "__main__":

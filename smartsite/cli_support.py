@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import psycopg
 import typer
 from pydantic import AliasChoices, ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from smartsite.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the CLI must start on an edge install, which has no psycopg
+    import psycopg
 
 console = Console()
 T = TypeVar("T")

@@ -937,3 +937,50 @@ def test_bench_prints_figures_and_a_json_last_line(pg_url: str, cli_env: None) -
     assert row["model"] == "IfcOpenHouse_IFC4.ifc" and row["products"] == 47
     assert row["import_s"] > 0 and row["limit_s"] > 0 and row["import_peak_mb"] > 0
     assert [s["products"] for s in row["storeys"]] and all(s["bytes"] > 0 for s in row["storeys"])
+
+
+@needs_models
+def test_cli_places_devices_and_zones_and_resolves_them(
+    duplex: psycopg.Connection, project: str, cli_env: None
+) -> None:
+    """What an officer does from the shell: place a camera, define a zone, link, resolve."""
+    runner = CliRunner()
+    a102 = _space(duplex, project, "A102")
+    r = runner.invoke(
+        app, ["bim", "place-device", "cam-1", "--project", project, "--target", a102["global_id"]]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["bim", "place-zone", "pit", "--project", project, "--target", a102["global_id"]]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["bim", "link-camera-zone", "cam-2", "edge-pit", "pit", "--project", project]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["bim", "placements", "--project", project])
+    assert r.exit_code == 0 and r.output.count("resolved") == 3, r.output
+    r = runner.invoke(
+        app, ["bim", "resolve", "--project", project, "--device", "cam-2", "--zone", "edge-pit"]
+    )
+    ctx = json.loads(r.output)
+    assert (ctx["status"], ctx["via"], ctx["zone"]) == ("resolved", "camera_zone", "pit")
+    assert ctx["space"]["name"] == "A102" and ctx["storey"]["name"] == "Level 1"
+    # bad input: a point that is not x,y,z, and both a target and a point
+    r = runner.invoke(app, ["bim", "place-device", "cam-3", "--project", project, "--point", "1,2"])
+    assert r.exit_code == 2 and "x,y,z" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "bim",
+            "place-device",
+            "cam-3",
+            "--project",
+            project,
+            "--target",
+            a102["global_id"],
+            "--point",
+            "1,2,3",
+        ],
+    )
+    assert r.exit_code == 2 and "exactly one of" in r.output
