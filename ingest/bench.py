@@ -458,7 +458,8 @@ def _report(console: Console, ingest: Drain, count: Drain, naive: Drain) -> None
             f"{d.cpu_share:.0%}",
             f"{d.machine_busy:.0%}",
         )
-    console.print(table, width=110)  # keep every column readable in a log
+    # wider than a default 80-column log, so every column stays readable
+    Console(file=console.file, width=max(console.width, 110)).print(table)
     console.print(
         f"ingest / count-only: {ingest.readings_per_s / count.readings_per_s:.2f}   "
         f"ingest / naive: {ingest.readings_per_s / naive.readings_per_s:.1f}x"
