@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from alerts import evaluate as ev
 from alerts.lifecycle import ENGINE_ACTOR, Status, record
@@ -38,7 +37,7 @@ from alerts.rule_store import load_rules, rules_version, seed_defaults
 from alerts.rules import Device, Level, RuleBook, RuleKind, RuleRow
 from ingest.decode import Accepted, decode
 from smartsite.db import connect
-from smartsite.mqtt import connect_kwargs, make_client
+from smartsite.mqtt import connect_persistent, make_client
 from smartsite.protocol.messages import EdgeAlert, Telemetry
 from smartsite.protocol.topics import Kind
 from smartsite.settings import MqttEndpoint, Settings
@@ -141,23 +140,9 @@ class AlertEngine:
             log.info("seeded %d default alert rules", len(added))
         self._refresh(force=True)
         self._load_state()
-        for attempt in Retrying(
-            wait=wait_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(60),
-            retry=retry_if_exception_type(OSError),
-            reraise=True,
-        ):
-            with attempt:
-                self._client.connect(
-                    self.endpoint.host,
-                    self.endpoint.port,
-                    keepalive=30,
-                    **connect_kwargs(
-                        self.endpoint,
-                        persistent=True,
-                        receive_maximum=self.settings.alerts_receive_maximum,
-                    ),
-                )
+        connect_persistent(
+            self._client, self.endpoint, receive_maximum=self.settings.alerts_receive_maximum
+        )
         self._client.loop_start()
         self._thread.start()
         return self

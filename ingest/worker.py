@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 import paho.mqtt.client as mqtt
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ingest import metrics
 from ingest.store import Outcome, store_main
-from smartsite.mqtt import connect_kwargs, make_client
+from smartsite.mqtt import connect_persistent, make_client
 from smartsite.protocol.topics import ingest_filter
 from smartsite.settings import MqttEndpoint, Settings
 
@@ -104,23 +103,9 @@ class IngestWorker:
     def start(self) -> IngestWorker:
         """Start the store process if not yet, then connect and consume."""
         self.prepare()
-        for attempt in Retrying(
-            wait=wait_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(60),
-            retry=retry_if_exception_type(OSError),
-            reraise=True,
-        ):
-            with attempt:
-                self._client.connect(
-                    self.endpoint.host,
-                    self.endpoint.port,
-                    keepalive=30,
-                    **connect_kwargs(
-                        self.endpoint,
-                        persistent=True,
-                        receive_maximum=self.settings.ingest_receive_maximum,
-                    ),
-                )
+        connect_persistent(
+            self._client, self.endpoint, receive_maximum=self.settings.ingest_receive_maximum
+        )
         self._client.loop_start()
         self._feeder.start()
         self._collector.start()

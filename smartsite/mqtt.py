@@ -5,6 +5,7 @@ from __future__ import annotations
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from smartsite.settings import MqttEndpoint
 
@@ -45,3 +46,23 @@ def connect_kwargs(
     if receive_maximum:
         props.ReceiveMaximum = receive_maximum
     return {"clean_start": not persistent, "properties": props}
+
+
+def connect_persistent(
+    client: mqtt.Client, endpoint: MqttEndpoint, *, receive_maximum: int, give_up_after: float = 60
+) -> None:
+    """Connect ``client`` with a persistent session, retrying while the broker is starting;
+    paho reconnects by itself after this first connection."""
+    for attempt in Retrying(
+        wait=wait_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(give_up_after),
+        retry=retry_if_exception_type(OSError),
+        reraise=True,
+    ):
+        with attempt:
+            client.connect(
+                endpoint.host,
+                endpoint.port,
+                keepalive=30,
+                **connect_kwargs(endpoint, persistent=True, receive_maximum=receive_maximum),
+            )
