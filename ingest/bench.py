@@ -28,6 +28,7 @@ from rich.table import Table
 
 from edge.simulator import SiteModel, register_site
 from ingest.worker import IngestWorker
+from smartsite.cli_support import wide
 from smartsite.db import connect
 from smartsite.db.migrate import upgrade
 from smartsite.embedded import MosquittoBroker, services
@@ -458,8 +459,7 @@ def _report(console: Console, ingest: Drain, count: Drain, naive: Drain) -> None
             f"{d.cpu_share:.0%}",
             f"{d.machine_busy:.0%}",
         )
-    # wider than a default 80-column log, so every column stays readable
-    Console(file=console.file, width=max(console.width, 110)).print(table)
+    wide(console).print(table)
     console.print(
         f"ingest / count-only: {ingest.readings_per_s / count.readings_per_s:.2f}   "
         f"ingest / naive: {ingest.readings_per_s / naive.readings_per_s:.1f}x"

@@ -30,6 +30,12 @@ def _env_var(loc: tuple[int | str, ...]) -> str:
     return name if name.isupper() else f"SMARTSITE_{name.upper()}"
 
 
+def wide(out: Console, width: int = 110) -> Console:
+    """A console on the same output at least ``width`` wide: tables stay readable in logs
+    and 80-column terminals (rich otherwise squeezes and wraps every column)."""
+    return Console(file=out.file, width=max(out.width, width))
+
+
 def settings_or_exit() -> Settings:
     """The settings, or exit 2 naming each bad variable (never echoing its value)."""
     try:

@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from alerts.engine import AlertEngine
 from edge.simulator import gateway_id, register_site, run
 from ingest.worker import IngestWorker
+from smartsite.cli_support import wide
 from smartsite.db import connect
 from smartsite.db.migrate import upgrade
 from smartsite.embedded import provision_device, services
@@ -32,7 +34,9 @@ def run_demo(
         register_site(svc.database_url, project, devices)
         gateway = provision_device(settings, svc, gateway_id(project))
         worker = IngestWorker(svc.database_url, svc.mqtt, settings, name="demo-ingest").start()
+        engine = AlertEngine(svc.database_url, svc.mqtt, settings).start()
         worker.wait_connected()
+        engine.wait_connected()
         with Progress(console=console) as progress:
             task = progress.add_task(
                 f"site {project}: {devices} sensors", total=int(seconds * rate * devices)
@@ -50,13 +54,15 @@ def run_demo(
             progress.update(task, total=res.messages, completed=res.messages)
         _wait_written(worker, res.readings, timeout=30)
         worker.stop()
+        engine.stop()
         complete = _report(console, svc.database_url, project, res.ids, res.readings, worker)
+        _report_alerts(console, svc.database_url, project)
         console.print(
             "\n[bold]Where to look[/bold]\n"
             f"  database: {svc.database_url}\n"
             f"  data directory (kept between runs): {settings.home}\n"
-            "  tables: telemetry, telemetry_1m, telemetry_1h, device_status, dead_letters,\n"
-            "          devices, projects\n"
+            "  tables: telemetry, telemetry_1m, telemetry_1h, alerts, alert_rules,\n"
+            "          device_status, dead_letters, devices, projects\n"
             "[bold]Next[/bold]\n"
             "  smartsite hub                 # keep the hub running (Ctrl-C stops)\n"
             "  smartsite simulate --help     # publish more sites into it\n"
@@ -104,7 +110,7 @@ def _report(
         table.add_column(col)
     for row in per_metric:
         table.add_row(*(str(x) for x in row))
-    console.print(table)
+    wide(console).print(table)
     console.print(
         f"this run: published {len(ids)} messages / {readings} readings; "
         f"stored {this_run[0]} messages / {this_run[1]} readings\n"
@@ -121,3 +127,23 @@ def _report(
             f"{this_run[1]} of {readings} readings"
         )
     return complete
+
+
+def _report_alerts(console: Console, url: str, project: str) -> None:
+    """What the alert engine made of the site's excursions (rules: the alert_rules table)."""
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT severity, title, device_id, round(worst_value::numeric, 1), unit, "
+            "CASE WHEN cleared_at IS NULL THEN 'active' ELSE 'cleared' END, status "
+            "FROM alerts WHERE project_id = %s ORDER BY created_at DESC LIMIT 15",
+            (project,),
+        ).fetchall()
+    if not rows:
+        console.print("alerts: none opened yet (excursions are rare; run longer to see some)")
+        return
+    table = Table(title=f"Latest alerts of {project}")
+    for col in ("level", "alert", "device", "worst", "unit", "condition", "status"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(x) for x in row))
+    wide(console).print(table)
