@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from smartsite.cli_support import console, settings_or_exit
@@ -39,3 +41,76 @@ def run() -> None:
             "Ctrl-C stops."
         )
         AlertEngine(svc.database_url, svc.mqtt, settings).run_forever(stop)
+
+
+@app.command(
+    "notify",
+    epilog="Sends what the engine and the lifecycle announce (alert_outbox) to the channels "
+    "added with `smartsite alerts channel-add`: signed webhooks and e-mail "
+    "(SMARTSITE_SMTP_URL). Each delivery retries on its own; `smartsite hub` runs this too.",
+)
+def notify() -> None:
+    """Run the notifier until Ctrl-C."""
+    import signal
+    import threading
+
+    from alerts.notify import Notifier
+    from smartsite.db.migrate import upgrade
+    from smartsite.embedded import services
+
+    settings = settings_or_exit()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with services(settings, need_mqtt=False) as svc:
+        upgrade(svc.database_url, settings)
+        notifier = Notifier(svc.database_url, settings).start()
+        console.print("notifier running. Ctrl-C stops.")
+        stop.wait()
+        notifier.stop()
+
+
+@app.command("channel-add")
+def channel_add(
+    kind: Annotated[str, typer.Option(help="webhook or email.")],
+    target: Annotated[str, typer.Option(help="The webhook URL, or the e-mail address.")],
+    audience: Annotated[str, typer.Option(help="officer or regulator announcements.")],
+    project: Annotated[
+        str | None, typer.Option(help="Only this project's alerts (default: every project).")
+    ] = None,
+    secret_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VAR",
+            help="Webhooks: the environment variable holding the HMAC secret shared with the "
+            "receiver (secrets never go on the command line).",
+        ),
+    ] = None,
+) -> None:
+    """Add a notification channel: where announcements of alerts are sent."""
+    import os
+
+    import psycopg
+    from pydantic import ValidationError
+
+    from alerts.notify import ChannelIn, add_channel
+    from smartsite.cli_support import database, or_exit
+
+    secret = os.environ.get(secret_env) if secret_env else None
+    if secret_env and not secret:
+        console.print(f"[red]{secret_env} is not set or empty[/red]")
+        raise typer.Exit(2)
+    channel = or_exit(
+        lambda: ChannelIn(
+            kind=kind,
+            target=target,
+            secret=secret,
+            audience=audience,  # type: ignore[arg-type]
+            project_id=project,
+        ),
+        ValidationError,
+        code=2,
+    )
+    with database(settings_or_exit()) as conn:
+        cid = or_exit(lambda: add_channel(conn, channel), psycopg.errors.IntegrityError, code=2)
+    console.print(f"channel {cid}: {kind} → {target} ({audience}, {project or 'every project'})")

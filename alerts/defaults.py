@@ -212,6 +212,24 @@ def _edge(rule: EdgeRule) -> RuleSpec:
     )
 
 
+# A recognised worker in a zone that requires a certificate (zone_certificate_requirements)
+# they lack or hold expired: the engine judges it from the worker the edge recognised on an
+# edge alert's track event. Alarm at once: special operations without a valid certificate are
+# forbidden outright, whatever else the worker does.
+WORKER_CERTIFICATE_RULE = "worker_certificate"
+WORKER_CERTIFICATE = RuleSpec(
+    kind=RuleKind.EDGE,
+    title="无证作业 worker without a required certificate",
+    source="特种作业人员持证上岗: 安全生产法 (2021) art. 30 and 建筑施工特种作业人员管理规定 "
+    "(建质〔2008〕75号) art. 4; zones and the certificates they require are project data. "
+    "Times are hub practice, as for the edge rules.",
+    auto_clear_s=5 * MINUTE,
+    repeat_every_s=15 * MINUTE,
+    regulator_after_s=HOUR,
+    regulator_level=Level.ALARM,
+)
+
+
 DEFAULT_RULES: tuple[DefaultRule, ...] = (
     DefaultRule("crane_moment", "tower_crane", CRANE_MOMENT),
     DefaultRule("crane_wind", "tower_crane", CRANE_WIND),
@@ -225,4 +243,5 @@ DEFAULT_RULES: tuple[DefaultRule, ...] = (
         for kind, after in SILENCE_AFTER_S.items()
     ),
     *(DefaultRule(r.value, "*", _edge(r)) for r in EdgeRule),
+    DefaultRule(WORKER_CERTIFICATE_RULE, "*", WORKER_CERTIFICATE),
 )

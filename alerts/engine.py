@@ -31,7 +31,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
 
+from alerts import correlate as cr
 from alerts import evaluate as ev
+from alerts.defaults import WORKER_CERTIFICATE_RULE
 from alerts.lifecycle import ENGINE_ACTOR, Status, record
 from alerts.rule_store import load_rules, rules_version, seed_defaults
 from alerts.rules import Device, Level, RuleBook, RuleKind, RuleRow
@@ -457,6 +459,37 @@ class AlertEngine:
             row.spec, entry.state, Level(m.severity.value), min(m.ts, now), m.detail
         )
         tx.apply(key, entry, out, row, info.device, observed=True, edge=m)
+        try:
+            self._certificate(tx, info, m, now)
+        except DB_ERRORS:
+            raise
+        except Exception:  # the edge alert itself is staged already; only this one is lost
+            log.exception("alert engine: the certificate check of %s failed", item.topic)
+
+    def _certificate(self, tx: _Tx, info: _DeviceInfo, m: EdgeAlert, now: datetime) -> None:
+        """A recognised worker in a zone needing a certificate they lack or hold expired is
+        its own alert (one per worker and zone), opened and cleared like an edge alert."""
+        if m.event_id is None or m.zone is None:
+            return
+        row = self.book.for_device(info.device).get(WORKER_CERTIFICATE_RULE)
+        if row is None or row.spec.kind is not RuleKind.EDGE:
+            return  # disabled or removed by an administrator
+        at = min(m.ts, now)
+        conn = self._db()
+        # its own short transaction: the batch's is opened only by the commit
+        with conn.transaction():
+            found = cr.worker_missing_certificates(
+                conn, info.device.project_id, m.event_id, m.zone, at.astimezone(self.tz).date()
+            )
+        if found is None or not found[1]:
+            return
+        worker, missing = found
+        detail = f"worker {worker} in zone {m.zone} lacks a valid {', '.join(missing)}"
+        key = (info.device.id, row.key, f"{worker}/{m.zone}")
+        entry = tx.entry(key)
+        out = ev.observe_edge(row.spec, entry.state, Level.ALARM, at, detail)
+        edge = m.model_copy(update={"detail": detail[:500]})
+        tx.apply(key, entry, out, row, info.device, observed=True, edge=edge)
 
     # --- the timer ---------------------------------------------------------------------------
 
@@ -595,13 +628,18 @@ class _Tx:
         a, spec, edge = st.action, row.spec, st.edge
         planned = st.alert_id
         assert planned is not None
+        # Correlation may raise the level (unpermitted work) and adds its factors, so the
+        # stored severity, priority and outbox entry all say the same, explained.
+        c = self._correlate(conn, st, device)
+        a = replace(a, level=c.level, factors=(*a.factors, *c.factors))
         got = conn.execute(
             "INSERT INTO alerts (id, created_at, project_id, device_id, source, rule, severity, "
             "status, camera, zone, event_id, evidence_id, detail, target, rule_id, "
             "rule_revision, title, last_seen_at, last_value, worst_value, threshold, unit, "
-            "occurrences, priority, factors, status_changed_at, last_notified_at, notify_count) "
+            "occurrences, priority, factors, status_changed_at, last_notified_at, notify_count, "
+            "correlation, unpermitted_work, worker_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, 1) "
+            "%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, 1, %s, %s, %s) "
             "ON CONFLICT (device_id, rule, target) WHERE cleared_at IS NULL DO NOTHING "
             "RETURNING id",
             (
@@ -630,6 +668,9 @@ class _Tx:
                 Jsonb([f.to_json() for f in a.factors]),
                 self.now,
                 self.now,
+                Jsonb(c.correlation.model_dump(mode="json")),
+                c.correlation.unpermitted_work,
+                c.correlation.worker_id,
             ),
         ).fetchone()
         if got is None:
@@ -657,10 +698,41 @@ class _Tx:
         self._outbox(conn, planned, device.project_id, a, st.key, spec.title, "officer")
         return planned
 
+    def _correlate(self, conn: psycopg.Connection, st: _Staged, device: Device) -> cr.Correlated:
+        """Correlate the alert being opened; whatever fails, the alert still opens."""
+        a, edge = st.action, st.edge
+        try:
+            subject = cr.Subject(
+                project_id=device.project_id,
+                device_id=device.id,
+                rule=st.key[1],
+                target=st.key[2],
+                zone=edge.zone if edge else None,
+                level=a.level,
+                event_id=edge.event_id if edge else None,
+                on=a.at.astimezone(self.e.tz).date(),
+            )
+            return cr.correlate(
+                conn, subject, low_credit_score=self.e.settings.alerts_low_credit_score
+            )
+        except DB_ERRORS:
+            raise  # the alert cannot be written either: the batch is retried
+        except Exception as exc:  # a bug in correlation must not keep an alert from opening
+            log.exception("alert engine: correlating the alert of %s failed", st.key)
+            return cr.failed(a.level, None, exc)
+
     def _update_for(
         self, conn: psycopg.Connection, alert_id: uuid.UUID, a: ev.Action, device: Device | None
     ) -> None:
         if a.act is ev.Act.ESCALATE:
+            # The rule's factors replace the opening ones; correlation's still hold and are
+            # kept (but for a level raise, which the rule's own alarm now makes moot).
+            got = conn.execute(
+                "SELECT correlation FROM alerts WHERE id = %s", (alert_id,)
+            ).fetchone()
+            carried = cr.carried_factors(got[0] if got else None)
+            # the outbox entry below then tells the same priority as the row
+            a = replace(a, factors=(*a.factors, *carried))
             conn.execute(
                 "UPDATE alerts SET severity = 'alarm', escalated_at = %s, threshold = %s, "
                 "priority = GREATEST(priority, %s), factors = %s, last_notified_at = %s, "

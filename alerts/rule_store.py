@@ -10,7 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alerts.defaults import DEFAULT_RULES
+from alerts.defaults import DEFAULT_RULES, WORKER_CERTIFICATE_RULE
 from alerts.rules import ANY_KIND, KEY_RE, RuleBook, RuleKind, RuleRow, RuleSpec
 from smartsite.db.registry import DeviceKind
 from smartsite.protocol.messages import Rule as EdgeRule
@@ -61,15 +61,20 @@ def rules_version(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+# Edge-kind rules: those the edge judges, and the one the hub judges from what the edge
+# recognised (a worker lacking a certificate the zone requires).
+EDGE_KEYS = (*(r.value for r in EdgeRule), WORKER_CERTIFICATE_RULE)
+
+
 def _check(conn: psycopg.Connection, c: RuleChange) -> None:
     if c.device_kind != ANY_KIND and c.device_kind not in DEVICE_KINDS:
         raise RuleError(f"unknown device kind {c.device_kind!r}")
     if c.device_id is not None and c.project_id is not None:
         raise RuleError("a device-scoped rule names the device only (its project follows)")
-    if c.spec.kind is RuleKind.EDGE and c.key not in {r.value for r in EdgeRule}:
+    if c.spec.kind is RuleKind.EDGE and c.key not in EDGE_KEYS:
         raise RuleError(
             f"an edge rule's key is the edge rule it handles, one of "
-            f"{', '.join(r.value for r in EdgeRule)}; not {c.key!r}"
+            f"{', '.join(EDGE_KEYS)}; not {c.key!r}"
         )
     if c.device_id is not None:
         row = conn.execute("SELECT kind FROM devices WHERE id = %s", (c.device_id,)).fetchone()

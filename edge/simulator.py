@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 
@@ -306,15 +306,18 @@ def run(
 
 
 def register_site(
-    database_url: str, project: str, devices: int, *, district: str = "110105"
+    database_url: str, project: str, devices: int, *, district: str = "110105", permit: bool = True
 ) -> None:
-    """Register the simulated project, its gateway and sensors (idempotent)."""
+    """Register the simulated project, its gateway and sensors, and (unless ``permit`` is
+    False) a valid construction permit (idempotent)."""
     from smartsite.db import connect
     from smartsite.db.registry import (
         DeviceIn,
+        PermitIn,
         ProjectIn,
         upsert_device,
         upsert_district,
+        upsert_permit,
         upsert_project,
     )
 
@@ -331,6 +334,18 @@ def register_site(
                 longitude=116.45,
             ),
         )
+        # a valid construction permit: otherwise every alert of the site is "unpermitted work"
+        today = date.today()
+        if permit:
+            upsert_permit(
+                conn,
+                PermitIn(
+                    number=f"SIM-{project}",
+                    project_id=project,
+                    issued_on=today - timedelta(days=90),
+                    expires_on=today + timedelta(days=365),
+                ),
+            )
         upsert_device(
             conn,
             DeviceIn(

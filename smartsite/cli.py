@@ -16,6 +16,7 @@ from alerts import cli as alerts_cli
 from bim import cli as bim_cli
 from smartsite.cli_support import console
 from smartsite.cli_support import settings_or_exit as _settings
+from smartsite.import_cli import app as import_app
 
 app = typer.Typer(
     help="Smart construction-site supervision: hub, edge and tools.",
@@ -34,6 +35,7 @@ app.add_typer(device_app, name="device")
 app.add_typer(broker_app, name="broker")
 app.add_typer(bim_cli.app, name="bim")
 app.add_typer(alerts_cli.app, name="alerts")
+app.add_typer(import_app, name="import")
 
 
 @app.callback()
@@ -87,17 +89,22 @@ def hub(
             from prometheus_client import start_http_server
 
             start_http_server(settings.metrics_port)
-        engine = None
+        engine = notifier = None
         if alerts:
             from alerts.engine import AlertEngine
+            from alerts.notify import Notifier
 
             engine = AlertEngine(svc.database_url, svc.mqtt, settings).start()
-            console.print(f"alert engine on (MQTT client smartsite-{settings.alerts_name})")
+            notifier = Notifier(svc.database_url, settings).start()
+            console.print(
+                f"alert engine and notifier on (MQTT client smartsite-{settings.alerts_name})"
+            )
         try:
             serve(svc.database_url, svc.mqtt, settings, workers=workers)
         finally:
-            if engine is not None:
+            if engine is not None and notifier is not None:
                 engine.stop()
+                notifier.stop()
 
 
 @db_app.command("upgrade")

@@ -113,6 +113,24 @@ class Settings(BaseSettings):
         "shared client id makes replicas take the session from each other in turn, and a new "
         "one leaves the old persistent session behind, still holding its queued messages.",
     )
+    smtp_url: str | None = Field(
+        None,
+        description="Mail server for alert e-mails: smtp://[user:pass@]host[:port] (STARTTLS "
+        "when the server offers it) or smtps://...; unset: e-mail channels wait undelivered.",
+    )
+    smtp_from: str = Field("smartsite@localhost", description="Sender of alert e-mails.")
+    notify_max_attempts: int = Field(
+        10, ge=1, description="Deliveries tried this often (backing off) before marked failed."
+    )
+    notify_retry_seconds: float = Field(
+        5.0, gt=0, description="First retry delay of a failed delivery; doubles, capped at 1 h."
+    )
+    notify_poll_seconds: float = Field(
+        1.0, gt=0, description="The notifier looks for due deliveries at least this often."
+    )
+    notify_timeout_seconds: float = Field(
+        10.0, gt=0, description="Per webhook request / SMTP session."
+    )
     metrics_port: int | None = Field(None, description="Prometheus exporter port; None: off.")
     bim_cache_dir: Path | None = Field(
         None,
@@ -161,6 +179,13 @@ class Settings(BaseSettings):
     )
     alerts_receive_maximum: int = Field(
         2000, ge=1, le=65535, description="Unacknowledged messages the broker may send the engine."
+    )
+    alerts_low_credit_score: float = Field(
+        60.0,
+        ge=0,
+        le=1000,
+        description="An enterprise on the project scoring below this (or graded C or D) has "
+        "low credit: its alerts rank higher, with a factor that says so.",
     )
 
     @field_validator("alerts_timezone")

@@ -21,7 +21,8 @@ from smartsite.settings import Settings
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = (
     "telemetry, events, attendance, device_status, edge_alerts, alerts, alert_transitions, "
-    "alert_outbox, alert_state, alert_rules, alert_rule_history, evidence, dead_letters, "
+    "notification_deliveries, notification_channels, alert_outbox, alert_state, alert_rules, "
+    "alert_rule_history, evidence, dead_letters, "
     "ingest_ledger, bim_placements, bim_tasks, bim_elements, bim_nodes, bim_models, "
     "certificates, project_workers, persons, project_enterprises, enterprises, "
     "permits, devices, user_projects, users, projects, districts"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from conftest import count, wait_until
@@ -21,6 +21,7 @@ from alerts.engine import AlertEngine
 from alerts.rule_store import RuleChange, put_rule
 from alerts.rules import Levels, Limit, RuleKind, RuleSpec
 from edge.simulator import register_site
+from smartsite.db.registry import PermitIn, upsert_permit
 from smartsite.protocol.messages import EdgeAlert, Reading, Telemetry, encode
 from smartsite.protocol.topics import Kind, build
 from smartsite.settings import Settings
@@ -49,6 +50,11 @@ def alert_settings(settings: Settings) -> Settings:
 @pytest.fixture
 def site(db, pg_url):  # type: ignore[no-untyped-def]
     register_site(pg_url, PROJECT, 6)
+    # A valid permit: without one every alert is unpermitted work and raised to alarm
+    # (tests/test_alerts_correlation.py); these tests are about the rules themselves.
+    upsert_permit(
+        db, PermitIn(number="PERMIT-ALERTS-1", project_id=PROJECT, issued_on=date(2020, 1, 1))
+    )
     return db
 
 
