@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from smartsite.cli_support import console, settings_or_exit
+from smartsite.cli_support import console, settings_or_exit, stop_on_signals
 
 app = typer.Typer(help="Alert engine: rules, evaluation, lifecycle.", no_args_is_help=True)
 
@@ -20,17 +20,12 @@ app = typer.Typer(help="Alert engine: rules, evaluation, lifecycle.", no_args_is
 )
 def run() -> None:
     """Run the alert engine until Ctrl-C: telemetry and edge alerts in, alerts out."""
-    import signal
-    import threading
-
     from alerts.engine import AlertEngine
     from smartsite.db.migrate import upgrade
     from smartsite.embedded import services
 
     settings = settings_or_exit()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     with services(settings) as svc:
         for line in svc.embedded:
             console.print(f"started {line}")
@@ -51,17 +46,12 @@ def run() -> None:
 )
 def notify() -> None:
     """Run the notifier until Ctrl-C."""
-    import signal
-    import threading
-
     from alerts.notify import Notifier
     from smartsite.db.migrate import upgrade
     from smartsite.embedded import services
 
     settings = settings_or_exit()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     with services(settings, need_mqtt=False) as svc:
         upgrade(svc.database_url, settings)
         notifier = Notifier(svc.database_url, settings).start()

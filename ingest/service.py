@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 
 from ingest.worker import IngestWorker
@@ -16,11 +15,14 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0
 
 
-def serve(database_url: str, endpoint: MqttEndpoint, settings: Settings, workers: int = 1) -> None:
-    """Blocking: ``workers`` ingest workers on one shared subscription, until SIGINT/SIGTERM."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+def serve(
+    database_url: str,
+    endpoint: MqttEndpoint,
+    settings: Settings,
+    stop: threading.Event,
+    workers: int = 1,
+) -> None:
+    """Blocking: ``workers`` ingest workers on one shared subscription, until ``stop``."""
     group = settings.ingest_shared_group or ("ingest" if workers > 1 else None)
     started = [
         IngestWorker(

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from alerts import cli as alerts_cli
 from bim import cli as bim_cli
-from smartsite.cli_support import console
+from smartsite.cli_support import console, stop_on_signals
 from smartsite.cli_support import settings_or_exit as _settings
 from smartsite.import_cli import app as import_app
 
@@ -100,7 +100,7 @@ def hub(
                 f"alert engine and notifier on (MQTT client smartsite-{settings.alerts_name})"
             )
         try:
-            serve(svc.database_url, svc.mqtt, settings, workers=workers)
+            serve(svc.database_url, svc.mqtt, settings, stop_on_signals(), workers=workers)
         finally:
             if engine is not None and notifier is not None:
                 engine.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
@@ -28,6 +30,14 @@ def _env_var(loc: tuple[int | str, ...]) -> str:
     if isinstance(alias, AliasChoices) and alias.choices:
         return str(alias.choices[0])
     return name if name.isupper() else f"SMARTSITE_{name.upper()}"
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM (docker stop), for services to wind down on."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def wide(out: Console, width: int = 110) -> Console:
