@@ -1,7 +1,8 @@
 """The closed loop of an alert (推送 → 整改 → 复核销号):
 
     open → acknowledged → rectifying (responsible person, deadline)
-         → resolved (note, photo evidence) → closed (verified by a regulator)
+         → resolved (note, photo evidence) → closed (verified by a regulator; the
+           violation goes into the general contractor's credit record, see alerts.credit)
     resolved or closed → reopened → rectifying → ...
 
 Every transition is a row in ``alert_transitions`` (who, role, when, from, to, note, evidence)
@@ -23,6 +24,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerts.credit import on_alert_closed
 from smartsite.protocol.topics import SEGMENT_PATTERN
 
 
@@ -156,6 +158,10 @@ def transition(
             responsible=responsible,
             deadline=deadline,
         )
+        if to is Status.CLOSED:
+            # a verified alert is a confirmed violation: it goes into the contractor's credit
+            # record with the close, or neither happens (alerts.credit explains the rule)
+            on_alert_closed(conn, alert_id, by=by.name, now=now)
     return current
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from alerts import cli as alerts_cli
+from alerts import credit_cli
 from bim import cli as bim_cli
 from smartsite.cli_support import console, stop_on_signals
 from smartsite.cli_support import settings_or_exit as _settings
@@ -35,6 +36,7 @@ app.add_typer(device_app, name="device")
 app.add_typer(broker_app, name="broker")
 app.add_typer(bim_cli.app, name="bim")
 app.add_typer(alerts_cli.app, name="alerts")
+app.add_typer(credit_cli.app, name="credit")
 app.add_typer(import_app, name="import")
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from smartsite.protocol.topics import DEFAULT_PREFIX
@@ -188,6 +188,27 @@ class Settings(BaseSettings):
         "low credit: its alerts rank higher, with a factor that says so.",
     )
 
+    # --- credit (issue 5; rules in alerts/credit.py) ---
+    credit_decay_days: float = Field(
+        730.0,
+        gt=0,
+        description="A credit record's points fade linearly with its age, to nothing after "
+        "this many days (730: two years, the span most local credit schemes count).",
+    )
+    credit_grade_a: float = Field(
+        90.0, ge=0, le=100, description="Score from which the credit grade is A."
+    )
+    credit_grade_b: float = Field(
+        75.0, ge=0, le=100, description="Score from which the grade is B (below A's)."
+    )
+    credit_grade_c: float = Field(
+        60.0,
+        ge=0,
+        le=100,
+        description="Score from which the grade is C (below B's); lower is D, and so is any "
+        "blacklisted enterprise or person.",
+    )
+
     @field_validator("alerts_timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
@@ -198,6 +219,14 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r} (IANA name, e.g. Asia/Shanghai)") from None
         return v
+
+    @model_validator(mode="after")
+    def _grades(self) -> Settings:
+        if not self.credit_grade_a > self.credit_grade_b > self.credit_grade_c:
+            raise ValueError(
+                "credit grade thresholds must fall: SMARTSITE_CREDIT_GRADE_A > _B > _C"
+            )
+        return self
 
     @field_validator("embedded_broker")
     @classmethod
