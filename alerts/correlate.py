@@ -30,11 +30,11 @@ from alerts.evaluate import LEVEL_POINTS, Factor
 from alerts.rules import Level
 from bim.models import BimContext
 from bim.placement import resolve
+from smartsite.db import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 # Points added to the priority (0..100, the sum of the factors). Unpermitted work weighs like
 # a level: it is a violation by itself, whatever the reading. A blacklisted enterprise is a
@@ -146,7 +146,7 @@ def _part(
     try:
         with conn.transaction():
             return work()
-    except DB_ERRORS:
+    except CONNECTION_ERRORS:
         raise
     except Exception as exc:  # any failure of a part must not block the alert
         log.exception("alert correlation: the %s part failed", name)

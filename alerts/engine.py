@@ -30,6 +30,13 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential,
+)
 
 from alerts import correlate as cr
 from alerts import evaluate as ev
@@ -38,27 +45,17 @@ from alerts.lifecycle import ENGINE_ACTOR, Status, record
 from alerts.rule_store import load_rules, rules_version, seed_defaults
 from alerts.rules import Device, Level, RuleBook, RuleKind, RuleRow
 from ingest.decode import Accepted, decode
-from smartsite.db import connect
-from smartsite.mqtt import connect_persistent, make_client
+from smartsite.db import CONNECTION_ERRORS, connect
+from smartsite.mqtt import Delivery, ack, connect_persistent, make_client
 from smartsite.protocol.messages import EdgeAlert, Telemetry
 from smartsite.protocol.topics import Kind
 from smartsite.settings import MqttEndpoint, Settings
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 DEVICES_REFRESH_S = 60.0
 UNKNOWN_RELOAD_S = 1.0  # an unknown device reloads the registry at most this often
 StateKey = tuple[str, str, str]  # device, rule key, target
-
-
-@dataclass(slots=True)
-class _Delivery:
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +107,7 @@ class AlertEngine:
         self.connected = threading.Event()
         self.client_id = f"smartsite-{settings.alerts_name}"
         self._cond = threading.Condition()
-        self._buffer: list[_Delivery] = []
+        self._buffer: list[Delivery] = []
         self._buffer_since = 0.0
         self._generation = 0
         self._connected_at: float | None = None
@@ -210,14 +207,14 @@ class AlertEngine:
             if not self._buffer:
                 self._buffer_since = time.monotonic()
             self._buffer.append(
-                _Delivery(self._generation, msg.mid, msg.qos, msg.topic, msg.payload)
+                Delivery(self._generation, msg.mid, msg.qos, msg.topic, msg.payload)
             )
             if len(self._buffer) >= self.settings.alerts_batch_messages:
                 self._cond.notify_all()
 
     # --- the engine thread -------------------------------------------------------------------
 
-    def _take(self, next_tick: float) -> list[_Delivery] | None:
+    def _take(self, next_tick: float) -> list[Delivery] | None:
         """The next batch (possibly empty when a tick is due); None: stopped and drained."""
         s = self.settings
         with self._cond:
@@ -263,21 +260,21 @@ class AlertEngine:
                     log.exception("alert engine: the timer's transaction failed; next tick")
                 next_tick = time.monotonic() + self.settings.alerts_tick_seconds
 
-    def _process_isolating(self, batch: list[_Delivery]) -> None:
+    def _process_isolating(self, batch: list[Delivery]) -> None:
         """Judge a batch in one transaction; if the database refuses it for another reason
         than being away (a bug meeting odd data), judge its messages one by one and skip the
         ones it still refuses, so that one message cannot stop the engine."""
         try:
             self._process(batch)
             return
-        except DB_ERRORS:
+        except CONNECTION_ERRORS:
             raise
         except psycopg.Error:
             log.exception("alert engine: a batch of %d failed; judging one by one", len(batch))
         for d in batch:
             try:
                 self._process([d])
-            except DB_ERRORS:
+            except CONNECTION_ERRORS:
                 raise
             except psycopg.Error:
                 log.exception("alert engine: skipped the message on %s", d.topic)
@@ -285,27 +282,30 @@ class AlertEngine:
 
     def _retrying(self, work: Callable[[], None]) -> bool:
         """Run ``work`` until the database lets it through; False: stopping meanwhile."""
-        delay = 0.2
-        while True:
-            try:
-                work()
-                return True
-            except DB_ERRORS as exc:
-                log.warning("alert engine: database unavailable (%s); retrying", exc)
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
-            if self._stopping and delay > 5:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
-    def _ack(self, batch: list[_Delivery]) -> None:
+        def reconnect(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("alert engine: database unavailable (%s); retrying", exc)
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+
+        try:
+            Retrying(
+                retry=retry_if_exception_type(CONNECTION_ERRORS),
+                wait=wait_exponential(multiplier=0.2, max=10),
+                # while stopping, give up once the waits have grown past a few seconds
+                stop=lambda s: self._stopping and s.attempt_number > 5,
+                before_sleep=reconnect,
+            )(work)
+        except RetryError:
+            return False
+        return True
+
+    def _ack(self, batch: list[Delivery]) -> None:
         with self._cond:
             generation = self._generation
-        for d in batch:
-            if d.qos > 0 and d.generation == generation:
-                self._client.ack(d.mid, d.qos)
+        ack(self._client, batch, generation)
 
     def _db(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -375,7 +375,7 @@ class AlertEngine:
 
     # --- a batch -----------------------------------------------------------------------------
 
-    def _process(self, batch: list[_Delivery]) -> None:
+    def _process(self, batch: list[Delivery]) -> None:
         now = self.clock()
         tx = _Tx(self, now)
         for d in batch:
@@ -461,7 +461,7 @@ class AlertEngine:
         tx.apply(key, entry, out, row, info.device, observed=True, edge=m)
         try:
             self._certificate(tx, info, m, now)
-        except DB_ERRORS:
+        except CONNECTION_ERRORS:
             raise
         except Exception:  # the edge alert itself is staged already; only this one is lost
             log.exception("alert engine: the certificate check of %s failed", item.topic)
@@ -715,7 +715,7 @@ class _Tx:
             return cr.correlate(
                 conn, subject, low_credit_score=self.e.settings.alerts_low_credit_score
             )
-        except DB_ERRORS:
+        except CONNECTION_ERRORS:
             raise  # the alert cannot be written either: the batch is retried
         except Exception as exc:  # a bug in correlation must not keep an alert from opening
             log.exception("alert engine: correlating the alert of %s failed", st.key)

@@ -139,7 +139,7 @@ class Notifier:
                 if listener is None or listener.closed:
                     listener = connect(self.database_url, autocommit=True)
                     listener.execute("LISTEN alert_outbox")
-                self.round()
+                self.round(listener)
                 self._wait(listener)
             except psycopg.OperationalError as exc:
                 log.warning("notifier: database unavailable (%s); retrying", exc)
@@ -161,17 +161,23 @@ class Notifier:
             if any(True for _ in listener.notifies(timeout=min(left, 1.0), stop_after=1)):
                 return
 
-    def round(self) -> dict[str, int]:
-        """Fan out new outbox rows, then send what is due on every channel in parallel."""
-        with connect(self.database_url, autocommit=True) as conn:
-            fan_out(conn)
-            channels = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT channel_id FROM notification_deliveries "
-                    "WHERE status = 'pending' AND next_attempt_at <= now()"
-                )
-            ]
+    def round(self, conn: psycopg.Connection | None = None) -> dict[str, int]:
+        """Fan out new outbox rows, then send what is due on every channel in parallel.
+
+        ``conn``: an autocommit connection to use (the running notifier passes its listening
+        one, rather than opening a connection every poll); None: a connection for this round.
+        """
+        if conn is None:
+            with connect(self.database_url, autocommit=True) as own:
+                return self.round(own)
+        fan_out(conn)
+        channels = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT channel_id FROM notification_deliveries "
+                "WHERE status = 'pending' AND next_attempt_at <= now()"
+            )
+        ]
         if not channels:
             return {}
         with ThreadPoolExecutor(max_workers=min(len(channels), 8)) as pool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -17,11 +18,11 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from ingest.decode import Accepted, DeadLetter, Reason, dead, decode
 from ingest.writer import BatchResult, Directory, write_batch
+from smartsite.db import CONNECTION_ERRORS
 from smartsite.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 DIRECTORY_TTL_S = 60.0
 
 
@@ -69,8 +70,6 @@ class Store:
         return out
 
     def _db(self) -> psycopg.Connection:
-        import time
-
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()

@@ -20,22 +20,13 @@ import paho.mqtt.client as mqtt
 
 from ingest import metrics
 from ingest.store import Outcome, store_main
-from smartsite.mqtt import connect_persistent, make_client
+from smartsite.mqtt import Delivery, ack, connect_persistent, make_client
 from smartsite.protocol.topics import ingest_filter
 from smartsite.settings import MqttEndpoint, Settings
 
 log = logging.getLogger(__name__)
 
 BATCHES_PER_STORE = 2  # one being written, one ready: a store never waits for the receiver
-
-
-@dataclass(slots=True)
-class _Pending:
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
 
 
 @dataclass
@@ -69,11 +60,11 @@ class IngestWorker:
         self.stats = IngestStats()
         self.connected = threading.Event()
         self._cond = threading.Condition()
-        self._buffer: list[_Pending] = []
+        self._buffer: list[Delivery] = []
         self._buffer_since = 0.0
         # (store index, sent at, batch), oldest first: outcomes are collected in this order
         # so acknowledgements go out in the order the messages came (MQTT 4.6).
-        self._in_flight: deque[tuple[int, float, list[_Pending]]] = deque()
+        self._in_flight: deque[tuple[int, float, list[Delivery]]] = deque()
         self._sent = 0
         self._generation = 0
         self._accepting = True
@@ -169,14 +160,14 @@ class IngestWorker:
             if not self._buffer:
                 self._buffer_since = time.monotonic()
             self._buffer.append(
-                _Pending(self._generation, msg.mid, msg.qos, msg.topic, msg.payload)
+                Delivery(self._generation, msg.mid, msg.qos, msg.topic, msg.payload)
             )
             if len(self._buffer) >= self.settings.ingest_batch_messages:
                 self._cond.notify_all()
 
     # --- feeder: buffer → store process ------------------------------------------------------
 
-    def _take_batch(self) -> tuple[int, list[_Pending]] | None:
+    def _take_batch(self) -> tuple[int, list[Delivery]] | None:
         s = self.settings
         with self._cond:
             while True:
@@ -244,9 +235,7 @@ class IngestWorker:
                 self._cond.notify_all()
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             self._record(outcome, len(batch))
-            for p in batch:
-                if p.qos > 0 and p.generation == generation:
-                    self._client.ack(p.mid, p.qos)
+            ack(self._client, batch, generation)
 
     def _record(self, o: Outcome, messages: int) -> None:
         s = self.stats

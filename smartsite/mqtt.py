@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -10,6 +12,25 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from smartsite.settings import MqttEndpoint
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message taken with manual acknowledgement, tagged with the connection it came on."""
+
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+def ack(client: mqtt.Client, deliveries: list[Delivery], generation: int) -> None:
+    """Acknowledge what came on the current connection. Packet ids of an earlier connection
+    mean nothing on this one; the broker redelivers those messages instead."""
+    for d in deliveries:
+        if d.qos > 0 and d.generation == generation:
+            client.ack(d.mid, d.qos)
 
 
 def make_client(
