@@ -15,6 +15,7 @@ from rich.markup import escape
 from alerts import cli as alerts_cli
 from alerts import credit_cli
 from bim import cli as bim_cli
+from server import cli as server_cli
 from smartsite.cli_support import console, stop_on_signals
 from smartsite.cli_support import settings_or_exit as _settings
 from smartsite.import_cli import app as import_app
@@ -38,6 +39,9 @@ app.add_typer(bim_cli.app, name="bim")
 app.add_typer(alerts_cli.app, name="alerts")
 app.add_typer(credit_cli.app, name="credit")
 app.add_typer(import_app, name="import")
+app.add_typer(server_cli.user_app, name="user")
+app.add_typer(server_cli.key_app, name="apikey")
+app.command("server")(server_cli.serve)
 
 
 @app.callback()

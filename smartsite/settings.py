@@ -138,6 +138,20 @@ class Settings(BaseSettings):
         "IFC file hash); unset: <home>/bim-cache.",
     )
 
+    # --- server (issue 7) ---
+    server_host: str = Field("127.0.0.1", description="Address the API and web UI listen on.")
+    server_port: int = Field(8000, ge=1, le=65535, description="Port of the API and web UI.")
+    token_minutes: int = Field(
+        480, ge=1, le=7 * 24 * 60, description="Lifetime of a login token (a working shift)."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per user name (or 4x per client) before refusing..."
+    )
+    login_window_seconds: int = Field(900, ge=1, description="...within this many seconds.")
+    upload_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest photo accepted with an alert action."
+    )
+
     # --- alert engine (issue 5) ---
     alerts_name: str = Field(
         "alerts",

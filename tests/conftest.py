@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from ingest.worker import IngestWorker
 from smartsite.db.migrate import upgrade
@@ -20,6 +21,7 @@ from smartsite.settings import Settings
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = (
+    "api_keys, access_audit, login_attempts, "
     "credit_records, credit_blacklist, "
     "telemetry, events, attendance, device_status, edge_alerts, alerts, alert_transitions, "
     "notification_deliveries, notification_channels, alert_outbox, alert_state, alert_rules, "
@@ -99,3 +101,12 @@ def count(conn: psycopg.Connection, sql: str, *args: object) -> int:
     row = conn.execute(sql, args).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@pytest.fixture
+def client(pg_url: str, settings: Settings, db: psycopg.Connection) -> Iterator[TestClient]:
+    """The API on the test database, with its lifespan (pool, live alert stream) running."""
+    from server.app import create_app
+
+    with TestClient(create_app(settings, pg_url)) as c:
+        yield c
