@@ -37,6 +37,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import EllipsisType
 from typing import Literal
 
 import psycopg
@@ -119,8 +120,9 @@ def _aware(v: datetime | None) -> datetime | None:
     return v
 
 
-class RecordIn(_In):
-    """A credit record to add."""
+class RecordFields(_In):
+    """A credit record as a client states it (the API body); who records it comes from the
+    caller's identity, see :class:`RecordIn`."""
 
     kind: Kind = Field(description="violation (deducts) or commendation (adds).")
     category: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="E.g. safety.")
@@ -131,7 +133,6 @@ class RecordIn(_In):
         None, max_length=200, description="Where it comes from (alert:<id>, inspection:...)."
     )
     occurred_at: datetime
-    recorded_by: str = Field(min_length=1, max_length=100)
 
     _tz = field_validator("occurred_at")(_aware)
 
@@ -143,23 +144,34 @@ class RecordIn(_In):
         return v
 
 
-class BlacklistIn(_In):
-    """A blacklist entry to add."""
+class RecordIn(RecordFields):
+    """A credit record to add."""
+
+    recorded_by: str = Field(min_length=1, max_length=100)
+
+
+class BlacklistFields(_In):
+    """A blacklist entry as a client states it (the API body); see :class:`BlacklistIn`."""
 
     starts_at: datetime
     ends_at: datetime | None = Field(None, description="None: until lifted.")
     reason: str = Field(min_length=1, max_length=2000)
-    recorded_by: str = Field(min_length=1, max_length=100)
 
     _tz = field_validator("starts_at", "ends_at")(_aware)
 
     @model_validator(mode="after")
-    def _order(self) -> BlacklistIn:
+    def _order(self) -> BlacklistFields:
         if self.ends_at is not None and self.ends_at <= self.starts_at:
             raise ValueError("the blacklist entry must end after it starts")
         if not self.reason.strip():
             raise ValueError("a reason is needed")
         return self
+
+
+class BlacklistIn(BlacklistFields):
+    """A blacklist entry to add."""
+
+    recorded_by: str = Field(min_length=1, max_length=100)
 
 
 class _Out(BaseModel):
@@ -362,6 +374,122 @@ def add_blacklist(conn: psycopg.Connection, entry: BlacklistIn) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+class CreditConflictError(CreditError):
+    """A change that the current state rules out (e.g. lifting an entry that has ended)."""
+
+
+class BlacklistChange(_Out):
+    """One change to a blacklist entry after it was recorded."""
+
+    id: int
+    at: datetime
+    changed_by: str
+    action: Literal["lift", "edit"]
+    ends_at_before: datetime | None
+    ends_at_after: datetime | None
+    reason_before: str
+    reason_after: str
+    note: str
+
+
+def blacklist_subject(conn: psycopg.Connection, entry_id: int) -> tuple[SubjectKind, str] | None:
+    """(kind, id) of the subject of a blacklist entry; None: no such entry."""
+    row = conn.execute(
+        "SELECT uscc, person_id FROM credit_blacklist WHERE id = %s", (entry_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    kind, sid, _ = _subject(row[0].strip() if row[0] else None, row[1])
+    return kind, sid
+
+
+def blacklist_changes(conn: psycopg.Connection, entry_id: int) -> list[BlacklistChange]:
+    rows = conn.execute(
+        "SELECT id, at, changed_by, action, ends_at_before, ends_at_after, reason_before, "
+        "reason_after, note FROM credit_blacklist_changes WHERE entry_id = %s ORDER BY at, id",
+        (entry_id,),
+    ).fetchall()
+    names = list(BlacklistChange.model_fields)
+    return [BlacklistChange(**dict(zip(names, r, strict=True))) for r in rows]
+
+
+def edit_blacklist(
+    conn: psycopg.Connection,
+    entry_id: int,
+    *,
+    by: str,
+    note: str,
+    lift: bool = False,
+    ends_at: datetime | EllipsisType | None = ...,
+    reason: str | None = None,
+    now: datetime | None = None,
+    policy: Policy | None = None,
+) -> CreditScore:
+    """Lift a blacklist entry now (``lift``: its end becomes ``now``) or correct its end
+    (``ends_at``; None: open-ended; ``...``: unchanged) or reason, with a note saying why;
+    keep the change in ``credit_blacklist_changes`` and recompute the subject. Returns the
+    subject's new score. Raises :class:`CreditError` (bad change) or :class:`CreditConflictError`
+    (the entry has already ended / has not started when lifting)."""
+    now = now or datetime.now(UTC)
+    if not note.strip():
+        raise CreditError("a note is needed: say why the entry changes")
+    if reason is not None and not reason.strip():
+        raise CreditError("a reason cannot be blank")
+    if lift and ends_at is not ...:
+        raise CreditError("either lift the entry or give a new end, not both")
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT uscc, person_id, starts_at, ends_at, reason FROM credit_blacklist "
+            "WHERE id = %s FOR UPDATE",
+            (entry_id,),
+        ).fetchone()
+        if row is None:
+            raise CreditError(f"no blacklist entry {entry_id}")
+        uscc, person_id, starts_at, old_end, old_reason = row
+        new_end: datetime | None = old_end
+        if lift:
+            if not _active(starts_at, old_end, now):
+                if starts_at > now:
+                    raise CreditConflictError(
+                        f"blacklist entry {entry_id} starts at {starts_at.isoformat()}: it "
+                        "cannot be lifted before it starts (correct its dates instead)"
+                    )
+                raise CreditConflictError(f"blacklist entry {entry_id} has already ended")
+            new_end = now
+        elif not isinstance(ends_at, EllipsisType):
+            if ends_at is not None and ends_at.tzinfo is None:
+                raise CreditError("ends_at needs a time zone")
+            if ends_at is not None and ends_at <= starts_at:
+                raise CreditError("the blacklist entry must end after it starts")
+            new_end = ends_at
+        new_reason = old_reason if reason is None else reason
+        if new_end == old_end and new_reason == old_reason:
+            raise CreditError("nothing to change")
+        conn.execute(
+            "UPDATE credit_blacklist SET ends_at = %s, reason = %s WHERE id = %s",
+            (new_end, new_reason, entry_id),
+        )
+        conn.execute(
+            "INSERT INTO credit_blacklist_changes (entry_id, at, changed_by, action, "
+            "ends_at_before, ends_at_after, reason_before, reason_after, note) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                entry_id,
+                now,
+                by,
+                "lift" if lift else "edit",
+                old_end,
+                new_end,
+                old_reason,
+                new_reason,
+                note.strip(),
+            ),
+        )
+        uscc = uscc.strip() if uscc else None
+        (score,) = recompute(conn, uscc=uscc, person_id=person_id, now=now, policy=policy)
+    return score
 
 
 def explain(

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
@@ -71,4 +71,17 @@ def create_app(settings: Settings, database_url: str, *, stream: bool = True) ->
                 return FileResponse(candidate)
             return FileResponse(WEB_DIST / "index.html")
 
+    else:
+
+        @app.get("/", include_in_schema=False)
+        def web_missing() -> HTMLResponse:
+            return HTMLResponse(_NOT_BUILT, status_code=503)
+
     return app
+
+
+_NOT_BUILT = (
+    "<!doctype html><title>smartsite</title><h1>The web UI is not built</h1>"
+    "<p>Run <code>npm --prefix web ci &amp;&amp; npm --prefix web run build</code> and restart "
+    "<code>smartsite server</code>. The API is up: <a href='/docs'>/docs</a>.</p>"
+)

@@ -95,22 +95,27 @@ def hub(
             from prometheus_client import start_http_server
 
             start_http_server(settings.metrics_port)
-        engine = notifier = None
+        engine = notifier = recomputer = None
         if alerts:
+            from alerts.credit_schedule import CreditRecomputer
             from alerts.engine import AlertEngine
             from alerts.notify import Notifier
 
             engine = AlertEngine(svc.database_url, svc.mqtt, settings).start()
             notifier = Notifier(svc.database_url, settings).start()
+            recomputer = CreditRecomputer(svc.database_url, settings).start()
             console.print(
-                f"alert engine and notifier on (MQTT client smartsite-{settings.alerts_name})"
+                f"alert engine, notifier and credit recompute (every "
+                f"{settings.credit_recompute_hours:g} h) on (MQTT client "
+                f"smartsite-{settings.alerts_name})"
             )
         try:
             serve(svc.database_url, svc.mqtt, settings, stop_on_signals(), workers=workers)
         finally:
-            if engine is not None and notifier is not None:
+            if engine is not None and notifier is not None and recomputer is not None:
                 engine.stop()
                 notifier.stop()
+                recomputer.stop()
 
 
 @db_app.command("upgrade")

@@ -222,6 +222,12 @@ class Settings(BaseSettings):
         description="Score from which the grade is C (below B's); lower is D, and so is any "
         "blacklisted enterprise or person.",
     )
+    credit_recompute_hours: float = Field(
+        24.0,
+        gt=0,
+        description="The hub recomputes every credit score this often, so that records fade "
+        "and blacklist entries end on time without a new record.",
+    )
 
     @field_validator("alerts_timezone")
     @classmethod

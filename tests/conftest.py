@@ -22,7 +22,7 @@ from smartsite.settings import Settings
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = (
     "api_keys, access_audit, login_attempts, "
-    "credit_records, credit_blacklist, "
+    "credit_records, credit_blacklist, credit_blacklist_changes, "
     "telemetry, events, attendance, device_status, edge_alerts, alerts, alert_transitions, "
     "notification_deliveries, notification_channels, alert_outbox, alert_state, alert_rules, "
     "alert_rule_history, evidence, dead_letters, "
