@@ -24,6 +24,7 @@ from datetime import date
 from typing import Any, Literal, TypeVar
 
 import psycopg
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.evaluate import LEVEL_POINTS, Factor
@@ -409,3 +410,58 @@ def failed(level: Level, worker_id: str | None, exc: BaseException) -> Correlate
         level,
         (),
     )
+
+
+def refresh(
+    conn: psycopg.Connection, alert_id: uuid.UUID, low_credit_score: float, tz: str
+) -> bool:
+    """Correlate the alert again with what the registries say now and store it.
+
+    The factors correlation added before are replaced by the new ones (the rule's own stay);
+    the level is the rule's level, raised again only if the new correlation raises it; the
+    priority is the sum of the factors, as the engine computes it."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT project_id, device_id, rule, target, zone, severity, escalated_at, factors,"
+            " correlation, worker_id, event_id, (created_at AT TIME ZONE %s)::date"
+            " FROM alerts WHERE id = %s FOR UPDATE",
+            (tz, alert_id),
+        ).fetchone()
+        if row is None:
+            return False
+        project, device, rule, target, zone, severity, escalated, factors, old, worker, ev, on = row
+        old_factors = list((old or {}).get("factors") or [])
+        raised = any(f.get("factor") == LEVEL_RAISED for f in old_factors)
+        base = Level.WARNING if raised and escalated is None else Level(severity)
+        own = [f for f in factors or [] if f not in old_factors]
+        c = correlate(
+            conn,
+            Subject(
+                project_id=project,
+                device_id=device,
+                rule=rule,
+                target=target,
+                zone=zone,
+                level=base,
+                worker_id=worker,
+                event_id=ev,
+                on=on,
+            ),
+            low_credit_score=low_credit_score,
+        )
+        new_factors = own + [f.to_json() for f in c.factors]
+        priority = max(0, min(100, sum(int(f.get("points") or 0) for f in new_factors)))
+        conn.execute(
+            "UPDATE alerts SET correlation = %s, unpermitted_work = %s, worker_id = %s,"
+            " factors = %s, priority = %s, severity = %s, updated_at = now() WHERE id = %s",
+            (
+                Jsonb(c.correlation.model_dump(mode="json")),
+                c.correlation.unpermitted_work,
+                c.correlation.worker_id,
+                Jsonb(new_factors),
+                priority,
+                c.level.value,
+                alert_id,
+            ),
+        )
+    return True

@@ -204,12 +204,15 @@ class AlertEngine:
         with self._cond:
             if not self._accepting:
                 return
-            if not self._buffer:
+            first = not self._buffer
+            if first:
                 self._buffer_since = time.monotonic()
             self._buffer.append(
                 Delivery(self._generation, msg.mid, msg.qos, msg.topic, msg.payload)
             )
-            if len(self._buffer) >= self.settings.alerts_batch_messages:
+            # The first message starts the batch clock: wake the engine thread so that it
+            # waits alerts_batch_seconds from now, not until the next tick.
+            if first or len(self._buffer) >= self.settings.alerts_batch_messages:
                 self._cond.notify_all()
 
     # --- the engine thread -------------------------------------------------------------------

@@ -9,7 +9,6 @@ the same charts aggregated from the raw telemetry table at the same buckets.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -109,8 +108,10 @@ def load(conn: psycopg.Connection, console: Console, *, reload: bool) -> tuple[i
             series.append((device, metric, unit, level, swing, n))
     end = datetime.now().astimezone().replace(microsecond=0, second=0)
     start = end - timedelta(days=DAYS)
-    conn.execute("CREATE TEMP TABLE bench_series (device text, metric text, unit text,"
-                 " level float8, swing float8, phase int)")
+    conn.execute(
+        "CREATE TEMP TABLE bench_series (device text, metric text, unit text,"
+        " level float8, swing float8, phase int)"
+    )
     with conn.cursor().copy("COPY bench_series FROM STDIN") as cp:
         for s in series:
             cp.write_row(s)
@@ -160,3 +161,123 @@ def load(conn: psycopg.Connection, console: Console, *, reload: bool) -> tuple[i
     assert last is not None
     console.print(f"loaded {rows:,} readings in {time.perf_counter() - t0:.0f} s")
     return rows, last
+
+
+@dataclass
+class Timings:
+    """Milliseconds per query kind."""
+
+    ms: dict[str, list[float]]
+
+    def add(self, name: str, call: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        out = call(*args, **kw)
+        self.ms.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
+        return out
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of ``values``, by linear interpolation."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+CHARTS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+
+def measure(
+    conn: psycopg.Connection, settings: Settings, end: datetime, *, rounds: int, views: int
+) -> tuple[Timings, Timings, Timings]:
+    """(the endpoints' queries, the same charts from raw rows, through the 0003 views)."""
+    from zoneinfo import ZoneInfo
+
+    from alerts.rule_store import seed_defaults
+
+    seed_defaults(conn)
+    tz = ZoneInfo(settings.alerts_timezone)
+    until = end + timedelta(seconds=1)
+    api, raw, via_views = Timings({}), Timings({}), Timings({})
+    catalog = telemetry.series_catalog(conn, PROJECT)
+    devices = {s.device_id: telemetry.device(conn, s.device_id) for s in catalog}
+    for r in range(rounds):
+        api.add("dashboard summary", telemetry.dashboard, conn, PROJECT, tz=tz, now=end)
+        api.add("series catalog", telemetry.series_catalog, conn, PROJECT)
+        for name, span in CHARTS.items():
+            bucket = telemetry.auto_bucket(span)
+            for i, s in enumerate(catalog):
+                dev = devices[s.device_id]
+                assert dev is not None
+                args = (conn, s.device_id, s.metric, until - span, until, bucket)
+                api.add(
+                    f"chart {name} (auto)",
+                    telemetry.chart,
+                    conn,
+                    dev,
+                    s.metric,
+                    until - span,
+                    until,
+                    "auto",
+                    tz=tz,
+                    now=end,
+                )
+                raw.add(
+                    f"chart {name} ({bucket}) raw", telemetry.points, *args, tz=tz, path="postgres"
+                )
+                # the 0003 views group every reading of the series: a few samples say enough
+                if views and (i + r) % max(1, len(catalog) // views) == 0:
+                    via_views.add(
+                        f"chart {name} ({bucket}) via views",
+                        telemetry.points,
+                        *args,
+                        tz=tz,
+                        path="timescale",
+                    )
+    return api, raw, via_views
+
+
+def run_bench(
+    settings: Settings, console: Console, *, rounds: int = 3, reload: bool = False, views: int = 2
+) -> dict[str, Any]:
+    from smartsite.embedded import services
+
+    with services(settings, need_mqtt=False) as svc:
+        if settings.database_url:
+            _ensure_database(svc.database_url)
+        upgrade(svc.database_url, settings)
+        with connect(svc.database_url, autocommit=True) as conn:
+            path = telemetry.path_of(conn)
+            rows, end = load(conn, console, reload=reload)
+            console.print(f"storage path: {path}; measuring {rounds} round(s)")
+            measure(conn, settings, end, rounds=1, views=0)  # warm the caches once
+            api, raw, via_views = measure(conn, settings, end, rounds=rounds, views=views)
+    table = Table(box=box.SIMPLE, title=f"dashboard queries on {rows:,} readings ({path})")
+    for col in ("query", "n", "p50 ms", "p95 ms", "max ms"):
+        table.add_column(col, justify="left" if col == "query" else "right")
+    for t in (api, raw, via_views):
+        for name, ms in t.ms.items():
+            table.add_row(
+                name, str(len(ms)), f"{pct(ms, 0.5):.1f}", f"{pct(ms, 0.95):.1f}", f"{max(ms):.1f}"
+            )
+    all_api = [v for ms in api.ms.values() for v in ms]
+    all_raw = [v for ms in raw.ms.values() for v in ms]
+    all_views = [v for ms in via_views.ms.values() for v in ms]
+    table.add_row(
+        "all endpoint queries",
+        str(len(all_api)),
+        f"{pct(all_api, 0.5):.1f}",
+        f"{pct(all_api, 0.95):.1f}",
+        f"{max(all_api):.1f}",
+    )
+    console.print(table)
+    result: dict[str, Any] = {
+        "bench": "dashboard",
+        "rows": rows,
+        "p50_ms": round(pct(all_api, 0.5), 1),
+        "p95_ms": round(pct(all_api, 0.95), 1),
+        "raw_p95_ms": round(pct(all_raw, 0.95), 1),
+        "storage": path,
+    }
+    if all_views:
+        result["views_p95_ms"] = round(pct(all_views, 0.95), 1)
+    return result

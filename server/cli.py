@@ -34,11 +34,16 @@ def serve(
 
 @user_app.command("add")
 def user_add(
-    username: str,
+    username: Annotated[str, typer.Argument(help="Login name.")],
     role: Annotated[str, typer.Option(help="admin, regulator, officer, enterprise, data_sharing")],
     password: Annotated[
         str,
-        typer.Option(prompt=True, hide_input=True, envvar="SMARTSITE_NEW_USER_PASSWORD"),
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            envvar="SMARTSITE_NEW_USER_PASSWORD",
+            help="At least 8 characters (asked for when not given).",
+        ),
     ],
     project: Annotated[list[str] | None, typer.Option(help="An officer's project.")] = None,
     district: Annotated[str | None, typer.Option(help="A regulator's district.")] = None,
@@ -69,7 +74,7 @@ def user_add(
 
 @key_app.command("add")
 def key_add(
-    name: str,
+    name: Annotated[str, typer.Argument(help="Who the key is for (e.g. a bureau).")],
     project: Annotated[list[str] | None, typer.Option(help="Only this project (repeat).")] = None,
     district: Annotated[str | None, typer.Option(help="Only this district's projects.")] = None,
 ) -> None:

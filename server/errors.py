@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -64,6 +65,10 @@ _STATUS_CODES = {
 }
 
 
+def _db_message(exc: psycopg.Error) -> str:
+    return f"rejected by the database: {exc.diag.message_primary or exc}"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -77,6 +82,17 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             _body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
         )
+
+    # Values PostgreSQL refuses (a NUL character, a code too long for its column, a value a
+    # CHECK rejects, an unknown reference, a duplicate) are the client's: 422 / 409, not 500.
+    @app.exception_handler(psycopg.errors.UniqueViolation)
+    async def _duplicate(_: Request, exc: psycopg.Error) -> JSONResponse:
+        return JSONResponse(_body("conflict", _db_message(exc)), 409)
+
+    @app.exception_handler(psycopg.DataError)
+    @app.exception_handler(psycopg.IntegrityError)
+    async def _refused(_: Request, exc: psycopg.Error) -> JSONResponse:
+        return JSONResponse(_body("invalid", _db_message(exc)), 422)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

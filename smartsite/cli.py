@@ -15,6 +15,7 @@ from rich.markup import escape
 from alerts import cli as alerts_cli
 from alerts import credit_cli
 from bim import cli as bim_cli
+from datasets import cli as datasets_cli
 from server import cli as server_cli
 from smartsite.cli_support import console, stop_on_signals
 from smartsite.cli_support import settings_or_exit as _settings
@@ -36,6 +37,7 @@ broker_app = typer.Typer(help="MQTT broker authentication.", no_args_is_help=Tru
 app.add_typer(device_app, name="device")
 app.add_typer(broker_app, name="broker")
 app.add_typer(bim_cli.app, name="bim")
+app.add_typer(datasets_cli.app, name="datasets")
 app.add_typer(alerts_cli.app, name="alerts")
 app.add_typer(credit_cli.app, name="credit")
 app.add_typer(import_app, name="import")
@@ -243,6 +245,33 @@ def bench_ingest(
         _settings(), console, messages=messages, naive_messages=naive_messages, devices=devices
     )
     print(json.dumps(result))
+
+
+@bench_app.command("alerts")
+def bench_alerts(
+    duration: Annotated[float, typer.Option(help="Seconds of alarm readings measured.")] = 30,
+    load: Annotated[int, typer.Option(help="Background readings per second.")] = 2000,
+    alert_rate: Annotated[float, typer.Option(help="Alerts opened per second.")] = 5,
+    warmup: Annotated[float, typer.Option(help="Seconds of background load first.")] = 3,
+) -> None:
+    """Alert latency under load: MQTT publish → alert readable via the API and on the WebSocket."""
+    from alerts.bench import run_bench
+
+    result = run_bench(
+        _settings(), console, duration=duration, load=load, alert_rate=alert_rate, warmup=warmup
+    )
+    print(json.dumps(result))
+
+
+@bench_app.command("dashboard")
+def bench_dashboard(
+    rounds: Annotated[int, typer.Option(min=1, help="Times each query is run.")] = 3,
+    reload: Annotated[bool, typer.Option(help="Load the 30 days of readings again.")] = False,
+) -> None:
+    """The project dashboard's queries on 30 days x 50 devices (13 M readings) vs raw rows."""
+    from server.bench import run_bench
+
+    print(json.dumps(run_bench(_settings(), console, rounds=rounds, reload=reload)))
 
 
 @device_app.command(

@@ -3,7 +3,6 @@ import { defineConfig } from "vite";
 // Everything is bundled (sites are offline): no CDN, no runtime fetches but the API.
 export default defineConfig({
   esbuild: { jsx: "automatic", jsxImportSource: "preact" },
-  oxc: { jsx: { runtime: "automatic", importSource: "preact" } },
   build: {
     outDir: "dist",
     assetsDir: "assets",

@@ -2,6 +2,31 @@
 
 from fastapi import APIRouter
 
-from server.routes import auth, health, live, projects
+from server.routes import (
+    admin,
+    alerts,
+    auth,
+    bim,
+    credit,
+    health,
+    live,
+    projects,
+    registry,
+    rules,
+    telemetry,
+)
 
-ROUTERS: list[APIRouter] = [health.router, auth.router, projects.router, live.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    auth.router,
+    projects.router,
+    registry.router,
+    telemetry.router,
+    bim.router,
+    alerts.router,
+    alerts.stats_router,
+    live.router,
+    rules.router,
+    credit.router,
+    admin.router,
+]

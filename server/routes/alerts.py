@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from alerts import lifecycle as lc
-from alerts.correlate import permit_of
+from alerts.correlate import permit_of, refresh
 from server.deps import Conn, Current, SettingsDep, require
 from server.errors import ApiError, not_found
 from server.pagination import Page, Paging
@@ -151,11 +151,13 @@ def _alert_id(alert_id: str) -> uuid.UUID:
         raise not_found("alert") from None
 
 
-def _scoped_alert(conn: psycopg.Connection, p: Principal, alert_id: str) -> dict[str, Any]:
+def scoped_alert(conn: psycopg.Connection, p: Principal, alert_id: str) -> dict[str, Any]:
     """The alert row (detail columns) if it exists and is in scope; else 404."""
     aid = _alert_id(alert_id)
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(f"SELECT {_DETAIL_COLUMNS} FROM alerts a WHERE a.id = %s", (aid,)).fetchone()
+        row = cur.execute(
+            f"SELECT {_DETAIL_COLUMNS} FROM alerts a WHERE a.id = %s", (aid,)
+        ).fetchone()
     if row is None or not p.sees(row["project_id"]):
         raise not_found("alert")
     return row
@@ -180,8 +182,8 @@ def _lifecycle_errors() -> Iterator[None]:
         raise ApiError(422, "invalid", str(exc)) from None
 
 
-def _detail(conn: psycopg.Connection, p: Principal, alert_id: str) -> AlertDetail:
-    row = _scoped_alert(conn, p, alert_id)
+def alert_detail(conn: psycopg.Connection, p: Principal, alert_id: str) -> AlertDetail:
+    row = scoped_alert(conn, p, alert_id)
     return AlertDetail(**row, transitions=lc.history(conn, row["id"]))
 
 
@@ -257,27 +259,28 @@ def list_overdue(
 
 @router.get("/{alert_id}")
 def get_alert(alert_id: str, p: Current, conn: Conn) -> AlertDetail:
-    return _detail(conn, p, alert_id)
+    return alert_detail(conn, p, alert_id)
 
 
 # --- lifecycle ----------------------------------------------------------------------------------
 
 SiteSide = Annotated[Principal, Depends(require(*SITE_ROLES))]
 Verifier = Annotated[Principal, Depends(require(*VERIFY_ROLES))]
+Correlator = Annotated[Principal, Depends(require("admin", "regulator", "officer"))]
 
 
 @router.post("/{alert_id}/acknowledge")
-def acknowledge(alert_id: str, body: NoteIn, p: SiteSide, conn: Conn) -> AlertDetail:
-    row = _scoped_alert(conn, p, alert_id)
+def acknowledge_alert(alert_id: str, body: NoteIn, p: SiteSide, conn: Conn) -> AlertDetail:
+    row = scoped_alert(conn, p, alert_id)
     with _lifecycle_errors():
         lc.acknowledge(conn, row["id"], by=p.actor(), note=body.note)
-    return _detail(conn, p, alert_id)
+    return alert_detail(conn, p, alert_id)
 
 
 @router.post("/{alert_id}/assign")
-def assign(alert_id: str, body: AssignIn, p: SiteSide, conn: Conn) -> AlertDetail:
+def assign_alert(alert_id: str, body: AssignIn, p: SiteSide, conn: Conn) -> AlertDetail:
     """Put the alert into rectification: who does it, by when."""
-    row = _scoped_alert(conn, p, alert_id)
+    row = scoped_alert(conn, p, alert_id)
     with _lifecycle_errors():
         lc.assign_rectification(
             conn,
@@ -287,7 +290,7 @@ def assign(alert_id: str, body: AssignIn, p: SiteSide, conn: Conn) -> AlertDetai
             deadline=body.deadline,
             note=body.note,
         )
-    return _detail(conn, p, alert_id)
+    return alert_detail(conn, p, alert_id)
 
 
 def _sniff(data: bytes) -> str | None:
@@ -315,7 +318,7 @@ def _read_photo(photo: UploadFile, limit: int) -> tuple[bytes, str]:
 
 
 @router.post("/{alert_id}/resolve")
-def resolve(
+def resolve_alert(
     alert_id: str,
     p: SiteSide,
     conn: Conn,
@@ -324,7 +327,7 @@ def resolve(
     photo: Annotated[UploadFile, File(description="Photo of the rectification: JPEG/PNG/WebP.")],
 ) -> AlertDetail:
     """Report the rectification done, with a photo; a regulator then verifies (closes) it."""
-    row = _scoped_alert(conn, p, alert_id)
+    row = scoped_alert(conn, p, alert_id)
     data, ctype = _read_photo(photo, settings.upload_max_bytes)
     evidence_id = f"upload-{uuid.uuid4().hex}"
     with _lifecycle_errors(), conn.transaction():
@@ -342,25 +345,25 @@ def resolve(
             ),
         )
         lc.resolve(conn, row["id"], by=p.actor(), note=note, evidence_id=evidence_id)
-    return _detail(conn, p, alert_id)
+    return alert_detail(conn, p, alert_id)
 
 
 @router.post("/{alert_id}/close")
-def close(alert_id: str, body: NoteIn, p: Verifier, conn: Conn) -> AlertDetail:
+def close_alert(alert_id: str, body: NoteIn, p: Verifier, conn: Conn) -> AlertDetail:
     """Verify the rectification (复核销号); the violation goes into the credit record."""
-    row = _scoped_alert(conn, p, alert_id)
+    row = scoped_alert(conn, p, alert_id)
     with _lifecycle_errors():
         lc.close(conn, row["id"], by=p.actor(), note=body.note)
-    return _detail(conn, p, alert_id)
+    return alert_detail(conn, p, alert_id)
 
 
 @router.post("/{alert_id}/reopen")
-def reopen(alert_id: str, body: NoteIn, p: Verifier, conn: Conn) -> AlertDetail:
+def reopen_alert(alert_id: str, body: NoteIn, p: Verifier, conn: Conn) -> AlertDetail:
     """Reject the rectification: the alert goes back for another one."""
-    row = _scoped_alert(conn, p, alert_id)
+    row = scoped_alert(conn, p, alert_id)
     with _lifecycle_errors():
         lc.reopen(conn, row["id"], by=p.actor(), note=body.note)
-    return _detail(conn, p, alert_id)
+    return alert_detail(conn, p, alert_id)
 
 
 # --- evidence -----------------------------------------------------------------------------------
@@ -392,7 +395,7 @@ _EVIDENCE_ROW = (
 @router.get("/{alert_id}/evidence")
 def list_evidence(alert_id: str, p: Current, conn: Conn) -> list[EvidenceOut]:
     """The photos of the alert that the hub holds (edge evidence, rectification photos)."""
-    row = _scoped_alert(conn, p, alert_id)
+    row = scoped_alert(conn, p, alert_id)
     ids = _evidence_ids(conn, row)
     rows = conn.execute(
         _EVIDENCE_ROW.format(data=""),
@@ -420,7 +423,7 @@ def list_evidence(alert_id: str, p: Current, conn: Conn) -> list[EvidenceOut]:
 )
 def get_evidence(alert_id: str, evidence_id: str, p: Current, conn: Conn) -> Response:
     """The image bytes of one of the alert's photos."""
-    row = _scoped_alert(conn, p, alert_id)
+    row = scoped_alert(conn, p, alert_id)
     if evidence_id not in _evidence_ids(conn, row):
         raise not_found("evidence")
     got = conn.execute(
@@ -603,3 +606,12 @@ def risk_ranking(
     out = [_risk(r, permit_of(conn, r[0], today).state) for r in rows]
     out.sort(key=lambda r: (-r.score, -r.open_alarms, r.project_id))
     return out
+
+
+@router.post("/api/alerts/{alert_id}/correlate")
+def correlate_alert(alert_id: str, p: Correlator, conn: Conn, settings: SettingsDep) -> AlertDetail:
+    """Correlate the alert again (permit, BIM place, enterprises, worker) and store it."""
+    row = scoped_alert(conn, p, alert_id)
+    if not refresh(conn, row["id"], settings.alerts_low_credit_score, settings.alerts_timezone):
+        raise not_found("alert")
+    return alert_detail(conn, p, alert_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Annotated
 
@@ -33,14 +34,31 @@ async def alerts_live(
         return
     await ws.accept()
     sub = stream.subscribe(principal)
+    # Listen as well as send: a closed browser tab, or the server shutting down (uvicorn
+    # closes sockets), ends the handler at once instead of at the next alert.
+    listening = asyncio.create_task(_until_disconnect(ws))
     try:
         await ws.send_json({"type": "hello", "name": principal.name, "role": principal.role})
-        while (event := await sub.queue.get()) is not None:
+        while True:
+            getting = asyncio.create_task(sub.queue.get())
+            await asyncio.wait({getting, listening}, return_when=asyncio.FIRST_COMPLETED)
+            if listening.done():
+                getting.cancel()
+                return
+            event = getting.result()
+            if event is None:
+                await ws.close(1013, "too slow; reconnect")
+                return
             await ws.send_text(event.model_dump_json())
-        await ws.close(1013, "too slow; reconnect")
     except WebSocketDisconnect:
         pass
     finally:
+        listening.cancel()
         stream.unsubscribe(sub)
-        with contextlib.suppress(RuntimeError):
-            await ws.close()
+
+
+async def _until_disconnect(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends until it goes away."""
+    with contextlib.suppress(RuntimeError):
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass

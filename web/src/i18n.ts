@@ -92,6 +92,7 @@ const en = {
   count: "Count",
   total: "Total",
   showing: "Showing",
+  devicesOnline: "devices online",
 } as const;
 
 export type Key = keyof typeof en;
@@ -183,6 +184,7 @@ const zh: Record<Key, string> = {
   count: "数量",
   total: "合计",
   showing: "显示",
+  devicesOnline: "设备在线",
 };
 
 const statusZh: Record<string, string> = {
