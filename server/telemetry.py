@@ -5,7 +5,7 @@ connection (the routes and ``smartsite bench dashboard`` call the same ones).
 Charts: on TimescaleDB they read the continuous aggregates ``telemetry_1m`` (buckets under an
 hour) and ``telemetry_1h``; on plain PostgreSQL, where those are views that group the whole
 table before a time range can apply, they aggregate the raw rows of the range from the
-covering index of migration 0012 (an index-only scan) with the views' ``date_bin`` origin,
+covering index of migration 0011 (an index-only scan) with the views' ``date_bin`` origin,
 so both paths give the same points. Buckets are whole: the range is widened to bucket edges.
 """
 
