@@ -40,7 +40,7 @@ from alerts.rule_store import RuleChange, put_rule
 from ingest.bench import _broker, _close, _connect, _drop_session
 from ingest.worker import IngestWorker
 from smartsite.cli_support import wide
-from smartsite.db import connect
+from smartsite.db import connect, ensure_database
 from smartsite.db.migrate import upgrade
 from smartsite.db.registry import (
     DeviceIn,
@@ -121,6 +121,8 @@ def run_bench(
         services(settings, need_mqtt=False) as svc,
     ):
         url = svc.database_url
+        if settings.database_url:
+            ensure_database(url)
         upgrade(url, settings)
         prefix = f"bench-{run}/v1"
         hub = settings.model_copy(

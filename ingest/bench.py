@@ -29,7 +29,7 @@ from rich.table import Table
 from edge.simulator import SiteModel, register_site
 from ingest.worker import IngestWorker
 from smartsite.cli_support import wide
-from smartsite.db import connect
+from smartsite.db import connect, ensure_database
 from smartsite.db.migrate import upgrade
 from smartsite.embedded import MosquittoBroker, services
 from smartsite.mqtt import connect_kwargs, make_client
@@ -123,6 +123,8 @@ def run_bench(
         _progress(console) as progress,
     ):
         url = svc.database_url
+        if settings.database_url:
+            ensure_database(url)
         upgrade(url, settings)
         register_site(url, PROJECT, devices)
         backlog = _generate(max(messages, naive_messages), devices, progress)

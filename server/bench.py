@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from server import telemetry
-from smartsite.db import connect
+from smartsite.db import connect, ensure_database
 from smartsite.db.migrate import upgrade
 from smartsite.settings import Settings
 
@@ -51,22 +51,6 @@ def _device_ids() -> list[tuple[str, str]]:
 def expected_rows() -> int:
     per_series = DAYS * 86400 // INTERVAL_S
     return per_series * sum(len(m) for m in KINDS.values()) * DEVICES_PER_KIND
-
-
-def _ensure_database(url: str) -> None:
-    """Create the bench's database on its server when it does not exist yet."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    name = info.get("dbname")
-    if not name:
-        return
-    try:
-        psycopg.connect(url).close()
-        return
-    except psycopg.OperationalError:
-        pass
-    admin = psycopg.conninfo.make_conninfo(url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _loaded(conn: psycopg.Connection) -> tuple[int, datetime | None]:
@@ -243,7 +227,7 @@ def run_bench(
 
     with services(settings, need_mqtt=False) as svc:
         if settings.database_url:
-            _ensure_database(svc.database_url)
+            ensure_database(svc.database_url)
         upgrade(svc.database_url, settings)
         with connect(svc.database_url, autocommit=True) as conn:
             path = telemetry.path_of(conn)
