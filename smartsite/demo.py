@@ -64,6 +64,8 @@ def run_demo(
             "  tables: telemetry, telemetry_1m, telemetry_1h, alerts, alert_rules,\n"
             "          device_status, dead_letters, devices, projects\n"
             "[bold]Next[/bold]\n"
+            "  smartsite user add admin --role admin   # an account for the web UI\n"
+            "  smartsite server              # API and web UI on http://127.0.0.1:8000/\n"
             "  smartsite hub                 # keep the hub running (Ctrl-C stops)\n"
             "  smartsite simulate --help     # publish more sites into it\n"
             "  smartsite protocol schema     # JSON Schemas for integrators\n"
