@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerts.defaults import DEFAULT_RULES, WORKER_CERTIFICATE_RULE
 from alerts.rules import ANY_KIND, KEY_RE, RuleBook, RuleKind, RuleRow, RuleSpec
+from emergency.warnings import overrides_version, with_overrides
 from smartsite.db.registry import DeviceKind
 from smartsite.protocol.messages import Rule as EdgeRule
 
@@ -51,14 +52,20 @@ def _row(r: tuple[Any, ...]) -> RuleRow | None:
 
 
 def load_rules(conn: psycopg.Connection) -> RuleBook:
+    """The rules in force now: the stored rows, made stricter for the projects an early
+    warning in force lowers thresholds for (``emergency.warnings``)."""
     rows = conn.execute(f"SELECT {_COLUMNS} FROM alert_rules ORDER BY id").fetchall()
-    return RuleBook(r for r in map(_row, rows) if r is not None)
+    return RuleBook(with_overrides(conn, [r for r in map(_row, rows) if r is not None]))
 
 
 def rules_version(conn: psycopg.Connection) -> int:
-    """Grows with every rule change (insert, update, delete): cheap change detection."""
+    """Grows with every rule change (insert, update, delete): cheap change detection. While
+    early warnings with threshold overrides are in force, a number above 2**40 that also names
+    that set, so the version changes when a warning starts, ends or is cancelled."""
     row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_rule_history").fetchone()
-    return int(row[0]) if row else 0
+    version = int(row[0]) if row else 0
+    warnings = overrides_version(conn)
+    return version + (warnings << 40) if warnings else version
 
 
 # Edge-kind rules: those the edge judges, and the one the hub judges from what the edge

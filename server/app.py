@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from server import errors
 from server.routes import ROUTERS
+from server.sharing.audit import KeyAccessAudit
 from server.stream import AlertStream
 from smartsite.secrets import secret_key
 from smartsite.settings import Settings
@@ -57,10 +58,11 @@ def create_app(settings: Settings, database_url: str, *, stream: bool = True) ->
     app.state.settings = settings
     app.state.secret_key = secret_key(settings)
     errors.install(app)
+    app.add_middleware(KeyAccessAudit)  # every request made with an API key
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/metrics", make_asgi_app())
-    if WEB_DIST.is_dir():
+    if (WEB_DIST / "index.html").is_file() and (WEB_DIST / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=WEB_DIST / "assets"), name="assets")
 
         @app.get("/{path:path}", include_in_schema=False)

@@ -7,6 +7,7 @@ import psycopg
 from fastapi import Request
 
 from server.principal import Principal
+from server.sharing.grants import declare_access
 
 
 def needs_audit(p: Principal) -> bool:
@@ -17,6 +18,9 @@ def personal_read(
     conn: psycopg.Connection, p: Principal, request: Request, resource: str, records: int
 ) -> None:
     if not needs_audit(p):
+        return
+    if p.kind == "key":  # server.sharing.audit writes the one row of every key request
+        declare_access(request, resource, (), records, "masked")
         return
     conn.execute(
         "INSERT INTO access_audit (principal, role, method, path, resource, records)"

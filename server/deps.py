@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 from server.errors import ApiError, forbidden
 from server.principal import KeyGrant, Principal, key_projects, user_projects
 from server.security import api_key_matches, decode_token, parse_api_key
+from server.sharing.grants import gate_key_route
 from smartsite.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/auth/login.")
@@ -82,6 +83,7 @@ def principal_for_key(conn: psycopg.Connection, key: bytes, full: str) -> Princi
         role=row[1],
         district=grant.district,
         project_ids=key_projects(conn, grant),
+        grant=grant,
     )
 
 
@@ -101,6 +103,8 @@ def current_principal(
         p = principal_for_key(conn, key, api_key)
         if p is None:
             raise _unauthorized("the API key is invalid, revoked or expired")
+        request.state.principal = p  # server.sharing.audit records the request
+        gate_key_route(request, p)
         return p
     raise _unauthorized("log in (Authorization: Bearer <token>) or send X-API-Key")
 

@@ -16,7 +16,9 @@ from alerts import cli as alerts_cli
 from alerts import credit_cli
 from bim import cli as bim_cli
 from datasets import cli as datasets_cli
+from models import cli as models_cli
 from server import cli as server_cli
+from server.sharing import cli as sharing_cli
 from smartsite.cli_support import console, stop_on_signals
 from smartsite.cli_support import settings_or_exit as _settings
 from smartsite.import_cli import app as import_app
@@ -38,11 +40,14 @@ app.add_typer(device_app, name="device")
 app.add_typer(broker_app, name="broker")
 app.add_typer(bim_cli.app, name="bim")
 app.add_typer(datasets_cli.app, name="datasets")
+app.add_typer(models_cli.app, name="models")
 app.add_typer(alerts_cli.app, name="alerts")
 app.add_typer(credit_cli.app, name="credit")
 app.add_typer(import_app, name="import")
 app.add_typer(server_cli.user_app, name="user")
 app.add_typer(server_cli.key_app, name="apikey")
+app.add_typer(sharing_cli.export_app, name="export")
+app.add_typer(sharing_cli.quality_app, name="data-quality")
 app.command("server")(server_cli.serve)
 
 

@@ -138,6 +138,37 @@ class Settings(BaseSettings):
         "IFC file hash); unset: <home>/bim-cache.",
     )
 
+    # --- models and faces (issue 4) ---
+    models_dir: Path | None = Field(
+        None,
+        description="Where model files live (`smartsite models fetch` puts them there, verified "
+        "by sha256; nothing downloads at run time); unset: <home>/models.",
+    )
+    face_match_threshold: float = Field(
+        0.363,
+        ge=-1,
+        le=1,
+        description="Cosine similarity (SFace) from which a face is taken for an enrolled "
+        "worker; below it the face is unknown. 0.363 is OpenCV Zoo's SFace threshold; measured "
+        "on ../shared/datasets/faces the same person scores >= 0.73, different people <= 0.27.",
+    )
+    face_detect_score: float = Field(
+        0.8, gt=0, lt=1, description="YuNet confidence from which a face counts as detected."
+    )
+    ort_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Threads per onnxruntime session (intra-op) and for OpenCV (cv2.setNumThreads"
+        "): a 2-core gateway runs several models side by side, so each keeps to this many "
+        "instead of every pool taking all cores and fighting.",
+    )
+
+    @property
+    def models_path(self) -> Path:
+        """The models directory, resolved (``models_dir`` or <home>/models)."""
+        return self.models_dir or self.home / "models"
+
     # --- server (issue 7) ---
     server_host: str = Field("127.0.0.1", description="Address the API and web UI listen on.")
     server_port: int = Field(8000, ge=1, le=65535, description="Port of the API and web UI.")

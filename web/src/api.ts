@@ -109,6 +109,16 @@ export async function get<T>(path: string, q?: Query): Promise<T> {
   return (await r.json()) as T;
 }
 
+/** GET JSON whose named integer fields may exceed 2^53 (e.g. a draw's 63-bit seed): those
+ * come back as strings, exactly as sent, instead of rounded numbers. */
+export async function getExact<T>(path: string, keys: string[], q?: Query): Promise<T> {
+  const r = await fetch(withQuery(path, q), { headers: headers() });
+  if (!r.ok) throw await failure(r);
+  const text = await r.text();
+  const re = new RegExp(`"(${keys.join("|")})"\\s*:\\s*(-?\\d{16,})`, "g");
+  return JSON.parse(text.replace(re, '"$1":"$2"')) as T;
+}
+
 export async function send<T>(method: string, path: string, body?: unknown): Promise<T> {
   const isForm = body instanceof FormData;
   const r = await fetch(path, {

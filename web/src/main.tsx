@@ -8,6 +8,9 @@ import { OverviewPage } from "./pages/Overview";
 import { ProjectPage } from "./pages/Project";
 import { InboxPage } from "./pages/Inbox";
 import { AdminPage } from "./pages/Admin";
+import { EmergencyPage } from "./pages/Emergency";
+import { SpotChecksPage } from "./pages/SpotChecks";
+import { SharingPage } from "./pages/Sharing";
 import "./styles.css";
 
 function LangSwitch() {
@@ -40,6 +43,9 @@ function Shell(props: { auth: Auth; path: string }) {
   else if (seg[0] === "projects" && seg[1]) page = <ProjectPage id={decodeURIComponent(seg[1])} />;
   else if (seg[0] === "inbox") page = <InboxPage me={auth.me} />;
   else if (seg[0] === "admin") page = <AdminPage />;
+  else if (seg[0] === "emergency" && role !== "enterprise") page = <EmergencyPage me={auth.me} seg={seg} />;
+  else if (seg[0] === "spot-checks") page = <SpotChecksPage me={auth.me} seg={seg} />;
+  else if (seg[0] === "sharing" && role !== "officer") page = <SharingPage me={auth.me} seg={seg} />;
   else page = <OverviewPage />;
   const nav = (href: string, label: string, id: string) => (
     <Link href={href} testid={`nav-${id}`} class={seg[0] === href.slice(1) ? "active" : ""}>
@@ -58,6 +64,9 @@ function Shell(props: { auth: Auth; path: string }) {
         <nav class={open ? "open" : ""} onClick={() => setOpen(false)}>
           {role !== "officer" && nav("/overview", t("overview"), "overview")}
           {nav("/inbox", t("inbox"), "inbox")}
+          {role !== "enterprise" && nav("/emergency", t("emergency"), "emergency")}
+          {nav("/spot-checks", t("spotChecks"), "spot-checks")}
+          {(role === "admin" || role === "regulator" || role === "data_sharing") && nav("/sharing", t("dataSharing"), "sharing")}
           {role === "admin" && nav("/admin", t("admin"), "admin")}
         </nav>
         <span class="spacer" />

@@ -1,8 +1,9 @@
 // Administration: devices per project, thresholds and rules, user accounts.
 import { useState } from "preact/hooks";
-import { all, errorText, get, post, put } from "../api";
-import { t } from "../i18n";
+import { all, errorText, get, post, put, send } from "../api";
+import { fmtTime, t } from "../i18n";
 import { Section, Status, Table, useLoad } from "../ui";
+import { Field, Msg, ProjectSelect, isoFromLocal, localInput, useProjects, val } from "../forms";
 
 interface Rule {
   id: number;
@@ -212,7 +213,187 @@ export function AdminPage() {
     <div class="admin" data-testid="admin">
       <Devices />
       <Rules />
+      <Workers />
       <Users />
     </div>
+  );
+}
+
+// --- workers: face enrolment with the worker's recorded consent (never the embeddings) ---------
+
+interface WorkerRow {
+  person_id: string;
+  name: string;
+  id_number_masked: string;
+  employer_name: string | null;
+  trade: string;
+  role: string;
+  status: string;
+}
+
+interface FaceEnrolment {
+  person_id: string;
+  enrolled: boolean;
+  enrolled_at?: string | null;
+  photo_count?: number | null;
+  model_sha256?: string | null;
+  consent?: { given_by: string; given_at: string; method: string; document: string; recorded_by: string } | null;
+}
+
+function FacePanel(props: { worker: WorkerRow; onChange: () => void }) {
+  const w = props.worker;
+  const face = useLoad(() => get<FaceEnrolment>(`/api/workers/${encodeURIComponent(w.person_id)}/face`), [w.person_id]);
+  const [files, setFiles] = useState<File[]>([]);
+  const [f, setF] = useState({ given_by: w.name, given_at: localInput(new Date()), method: "written", document: "" });
+  const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
+  const [busy, setBusy] = useState(false);
+  const set = (k: keyof typeof f) => val((v) => setF((o) => ({ ...o, [k]: v })));
+  const enrol = async (e: Event) => {
+    e.preventDefault();
+    const fd = new FormData();
+    files.forEach((x) => fd.append("photos", x));
+    fd.append("consent_given_by", f.given_by);
+    fd.append("consent_given_at", isoFromLocal(f.given_at));
+    fd.append("consent_method", f.method);
+    fd.append("consent_document", f.document);
+    setBusy(true);
+    try {
+      await post(`/api/workers/${encodeURIComponent(w.person_id)}/face`, fd);
+      setMsg({ ok: true, text: t("faceEnrolled") });
+      face.reload();
+      props.onChange();
+    } catch (x) {
+      setMsg({ ok: false, text: errorText(x) });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const [confirming, setConfirming] = useState(false);
+  const remove = async () => {
+    setConfirming(false);
+    try {
+      await send("DELETE", `/api/workers/${encodeURIComponent(w.person_id)}/face`);
+      setMsg({ ok: true, text: t("faceRemoved") });
+      face.reload();
+      props.onChange();
+    } catch (x) {
+      setMsg({ ok: false, text: errorText(x) });
+    }
+  };
+  const d = face.data;
+  return (
+    <div class="face-panel" data-testid="face-panel" data-person={w.person_id}>
+      <h3>
+        {w.name} <span class="muted small">{w.id_number_masked}</span>
+      </h3>
+      <Status l={face} />
+      {d && (
+        <div data-testid="face-state" data-enrolled={d.enrolled ? "1" : "0"}>
+          {d.enrolled ? (
+            <dl class="facts">
+              <dt>{t("faceStatus")}</dt>
+              <dd>
+                <span class="badge badge-closed">{t("enrolled")}</span> {fmtTime(d.enrolled_at)}
+              </dd>
+              <dt>{t("photos")}</dt>
+              <dd data-testid="face-photo-count">{d.photo_count}</dd>
+              <dt>{t("consentBy")}</dt>
+              <dd>
+                {d.consent?.given_by} · {fmtTime(d.consent?.given_at)} · {d.consent ? t(d.consent.method === "written" ? "consentWritten" : "consentElectronic") : ""}
+              </dd>
+              <dt>{t("consentDocument")}</dt>
+              <dd data-testid="face-consent-doc">{d.consent?.document}</dd>
+              <dt>{t("recordedBy")}</dt>
+              <dd>{d.consent?.recorded_by}</dd>
+              <dt>{t("model")}</dt>
+              <dd class="mono small">{d.model_sha256?.slice(0, 12)}</dd>
+            </dl>
+          ) : (
+            <div class="muted">{t("notEnrolled")}</div>
+          )}
+          {d.enrolled && !confirming && (
+            <button data-testid="face-remove" onClick={() => setConfirming(true)}>
+              {t("removeFace")}
+            </button>
+          )}
+          {d.enrolled && confirming && (
+            <div class="actions">
+              <span>{t("removeFaceConfirm")}</span>
+              <button class="primary" data-testid="face-remove-confirm" onClick={remove}>
+                {t("removeFace")}
+              </button>
+              <button onClick={() => setConfirming(false)}>{t("close")}</button>
+            </div>
+          )}
+        </div>
+      )}
+      <form class="action-form" data-testid="face-form" onSubmit={enrol}>
+        <h4>{d?.enrolled ? t("reEnrolFace") : t("enrolFace")}</h4>
+        <Field label={t("facePhotos")}>
+          <input type="file" accept="image/*" multiple data-testid="face-photos" onChange={(e) => setFiles(Array.from((e.target as HTMLInputElement).files ?? []).slice(0, 5))} />
+        </Field>
+        <p class="muted small">{t("consentHint")}</p>
+        <Field label={t("consentBy")}>
+          <input data-testid="face-consent-by" required value={f.given_by} onInput={set("given_by")} />
+        </Field>
+        <Field label={t("consentAt")}>
+          <input type="datetime-local" data-testid="face-consent-at" required value={f.given_at} onInput={set("given_at")} />
+        </Field>
+        <Field label={t("consentMethod")}>
+          <select data-testid="face-consent-method" value={f.method} onChange={set("method")}>
+            <option value="written">{t("consentWritten")}</option>
+            <option value="electronic">{t("consentElectronic")}</option>
+          </select>
+        </Field>
+        <Field label={t("consentDocument")}>
+          <input data-testid="face-consent-doc-input" required value={f.document} onInput={set("document")} />
+        </Field>
+        <Msg msg={msg} testid="face-msg" />
+        <button class="primary" type="submit" data-testid="face-enrol" disabled={busy || files.length === 0}>
+          {busy ? t("loading") : t("enrolFace")}
+        </button>
+      </form>
+    </div>
+  );
+}
+
+function Workers() {
+  const projects = useProjects();
+  const [pid, setPid] = useState("");
+  const [q, setQ] = useState("");
+  const chosen = pid || projects.data?.[0]?.id || "";
+  const workers = useLoad(
+    () => (chosen ? all<WorkerRow>(`/api/projects/${encodeURIComponent(chosen)}/workers`, { q: q || undefined }, 500) : Promise.resolve([])),
+    [chosen, q],
+  );
+  const [sel, setSel] = useState<string | null>(null);
+  const picked = workers.data?.find((w) => w.person_id === sel) ?? null;
+  return (
+    <Section
+      title={t("workersFaces")}
+      testid="admin-workers"
+      actions={
+        <div class="filters">
+          <ProjectSelect testid="workers-project" projects={projects.data ?? []} value={chosen} onChange={(v) => { setPid(v); setSel(null); }} />
+          <input placeholder={t("search")} value={q} onChange={val(setQ)} data-testid="workers-q" />
+        </div>
+      }
+    >
+      <Status l={workers} />
+      {workers.data && (
+        <Table
+          rows={workers.data}
+          rowTestid="worker-row"
+          cols={[
+            { key: "name", label: t("name"), render: (r) => <button class="link" data-testid={`worker-${r.person_id}`} onClick={() => setSel(r.person_id)}>{r.name}</button> },
+            { key: "id_number_masked", label: t("idNumber") },
+            { key: "employer_name", label: t("employer") },
+            { key: "trade", label: t("trade") },
+            { key: "status", label: t("status") },
+          ]}
+        />
+      )}
+      {picked && <FacePanel key={picked.person_id} worker={picked} onChange={() => undefined} />}
+    </Section>
   );
 }
