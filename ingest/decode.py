@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from smartsite.protocol import limits
 from smartsite.protocol.messages import MODELS
-from smartsite.protocol.topics import Kind, Topic, TopicError, parse
+from smartsite.protocol.topics import HUB_TO_DEVICE, Kind, Topic, TopicError, parse
 
 
 class Reason(StrEnum):
@@ -80,12 +80,13 @@ def _schema_error(exc: ValidationError) -> str:
 
 
 def decode(prefix: str, topic: str, payload: bytes) -> Accepted | DeadLetter | None:
-    """Validate one message; None for messages ingest ignores (the hub's own config)."""
+    """Validate one message; None for messages ingest ignores (the hub's own config and
+    face gallery, retained under the device's topics)."""
     try:
         t = parse(prefix, topic)
     except TopicError as exc:
         return dead(topic, Reason.WRONG_TOPIC, str(exc), payload)
-    if t.kind is Kind.CONFIG:
+    if t.kind in HUB_TO_DEVICE:
         return None
     if t.kind is Kind.EVIDENCE:
         if len(payload) > limits.MAX_EVIDENCE_BYTES:

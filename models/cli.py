@@ -52,7 +52,7 @@ def list_models() -> None:
     missing = False
     for name in registry.MANIFEST:
         st = registry.status(name, settings.models_path)
-        missing |= not st.verified
+        missing |= not st.verified and st.spec.committed is None
         colour = "green" if st.verified else "red"
         table.add_row(
             name,

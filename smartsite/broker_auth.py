@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 from pydantic import BaseModel
 
-from smartsite.protocol.topics import DEVICE_TO_HUB, SEGMENT_RE, Kind
+from smartsite.protocol.topics import DEVICE_TO_HUB, HUB_TO_DEVICE, SEGMENT_RE, Kind
 from smartsite.settings import Settings
 
 PBKDF2_SHA512 = "7"
@@ -91,7 +91,8 @@ def issue_credential(conn: psycopg.Connection, device_id: str, password: str | N
 
 
 def acl_text(prefix: str, hub_username: str) -> str:
-    """The ACL file: the hub reads all and writes configuration; devices only their own."""
+    """The ACL file: the hub reads all and writes configuration and face galleries; devices
+    only their own."""
     device_writes = sorted(
         f"{prefix}/+/%u/{kind.value}" + ("/+" if kind is Kind.EVIDENCE else "")
         for kind in DEVICE_TO_HUB
@@ -99,18 +100,19 @@ def acl_text(prefix: str, hub_username: str) -> str:
     lines = [
         "# Written by `smartsite broker files` from the device registry: edits are overwritten.",
         "",
-        "# The hub services read every protocol topic and publish device configuration.",
+        "# The hub services read every protocol topic and publish device configuration and",
+        "# the enrolled-face gallery (biometric data: each gateway reads only its own).",
         f"user {hub_username}",
         f"topic read {prefix}/#",
-        f"topic write {prefix}/+/+/{Kind.CONFIG.value}",
+        *(f"topic write {prefix}/+/+/{k.value}" for k in sorted(HUB_TO_DEVICE)),
         "",
         "# Devices: the username is the device id, which is the device segment of the topic,",
         "# so each device publishes only the device-to-hub kinds under its own id (not its",
-        "# config, which is the hub's to write) and reads only its own configuration.",
+        "# config or gallery, which are the hub's to write) and reads only its own.",
         "# mosquitto applies patterns to every user, which is why no device may be named",
         "# like the hub user.",
         *(f"pattern write {t}" for t in device_writes),
-        f"pattern read {prefix}/+/%u/{Kind.CONFIG.value}",
+        *(f"pattern read {prefix}/+/%u/{k.value}" for k in sorted(HUB_TO_DEVICE)),
     ]
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ from alerts import cli as alerts_cli
 from alerts import credit_cli
 from bim import cli as bim_cli
 from datasets import cli as datasets_cli
+from edge import cli as edge_cli
 from models import cli as models_cli
 from server import cli as server_cli
 from server.sharing import cli as sharing_cli
@@ -40,6 +41,7 @@ app.add_typer(device_app, name="device")
 app.add_typer(broker_app, name="broker")
 app.add_typer(bim_cli.app, name="bim")
 app.add_typer(datasets_cli.app, name="datasets")
+app.add_typer(edge_cli.app, name="edge")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(alerts_cli.app, name="alerts")
 app.add_typer(credit_cli.app, name="credit")
@@ -249,6 +251,44 @@ def bench_ingest(
     result = run_bench(
         _settings(), console, messages=messages, naive_messages=naive_messages, devices=devices
     )
+    print(json.dumps(result))
+
+
+@bench_app.command("edge")
+def bench_edge(
+    video: Annotated[
+        Path | None,
+        typer.Argument(help="Video to run (default: a demo video built from site photos)."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Detector ONNX (default: models/ppe/ppe-yolov8n-320.onnx).")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Threads (the gateway's cores).")] = 2,
+    max_frames: Annotated[int, typer.Option(help="Frames measured at most.")] = 300,
+    ultralytics: Annotated[
+        bool, typer.Option(help="Also measure ultralytics track (training venv).")
+    ] = True,
+) -> None:
+    """Edge pipeline frames/s vs bare onnxruntime inference and ultralytics predict + track."""
+    import tempfile
+
+    from edge.bench import DEFAULT_MODEL, run_bench
+    from edge.demo_video import select_photos, write_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if video is None:
+            video = write_video(
+                select_photos(min_box_h=0.06, max_heads=4, max_hard_hats=10, limit=10),
+                Path(tmp) / "demo.avi",
+            )
+        result = run_bench(
+            video,
+            model=model or DEFAULT_MODEL,
+            threads=threads,
+            max_frames=max_frames,
+            ultralytics=ultralytics,
+            say=lambda m: console.print(escape(str(m))),
+        )
     print(json.dumps(result))
 
 

@@ -11,6 +11,12 @@ MAX_JSON_BYTES = 256 * 1024
 MAX_EVIDENCE_BYTES = 2 * 1024 * 1024
 """Largest evidence JPEG."""
 
+MAX_GALLERY_BYTES = 3 * 1024 * 1024
+"""Largest enrolled-face gallery (hub→device, retained): about 2,000 workers of 128 floats."""
+
+MAX_GALLERY_WORKERS = 5000
+"""Enrolled workers in one gallery at most."""
+
 MAX_READINGS_PER_MESSAGE = 1000
 """A telemetry batch carries at most this many readings; split larger batches."""
 

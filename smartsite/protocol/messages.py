@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from smartsite.protocol.limits import MAX_READINGS_PER_MESSAGE
+from smartsite.protocol.limits import MAX_GALLERY_WORKERS, MAX_READINGS_PER_MESSAGE
 from smartsite.protocol.topics import SEGMENT_PATTERN, Kind
 
 SCHEMA_VERSION = 1
@@ -278,9 +278,42 @@ class Config(_Model):
     thresholds: dict[str, Threshold] = Field(
         default_factory=dict, description="Per-metric or per-rule thresholds."
     )
-    gallery_version: str | None = Field(None, description="Enrolled-face gallery version to fetch.")
+    gallery_version: str | None = Field(
+        None,
+        description="Enrolled-face gallery version the device should run; the gallery itself "
+        "is retained on the device's ``gallery`` topic (FaceGallery).",
+    )
     models: dict[str, str] = Field(
         default_factory=dict, description="Model name → version (sha256) the device should run."
+    )
+
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256, hex.")]
+Template = Annotated[
+    list[Finite], Field(min_length=16, max_length=1024, description="L2-normalised embedding.")
+]
+
+
+class FaceGallery(_Model):
+    """Hub→edge enrolled-face gallery, retained on the device's ``gallery`` topic.
+
+    Biometric data: the hub sends it only to the gateways of the worker's own project, the
+    broker ACL lets only that gateway read it, and ingest ignores it. One mean template per
+    enrolled worker currently on the project; an empty ``workers`` unloads the gallery.
+    """
+
+    v: Literal[1] = Field(SCHEMA_VERSION, description="Protocol schema version.")
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique message id.")
+    ts: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC), description="Issued at.")
+    kind: Literal["gallery"] = Field("gallery", description="Message kind.")
+    device: Ident = Field(description="Device this gallery is for.")
+    project: Ident = Field(description="Project whose enrolled workers these are.")
+    version: Sha256 = Field(description="sha256 of the content (Config.gallery_version).")
+    model_sha256: Sha256 = Field(description="Face recogniser the templates were made with.")
+    workers: dict[Annotated[str, Field(max_length=64)], Template] = Field(
+        default_factory=dict,
+        max_length=MAX_GALLERY_WORKERS,
+        description="Worker registry id → mean face template (never the ID number).",
     )
 
 

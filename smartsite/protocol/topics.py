@@ -25,9 +25,12 @@ class Kind(StrEnum):
     EVIDENCE = "evidence"
     STATUS = "status"
     CONFIG = "config"
+    GALLERY = "gallery"
 
 
-DEVICE_TO_HUB = frozenset(Kind) - {Kind.CONFIG}
+HUB_TO_DEVICE = frozenset({Kind.CONFIG, Kind.GALLERY})
+"""Retained kinds the hub writes under a device's topics and only that device reads."""
+DEVICE_TO_HUB = frozenset(Kind) - HUB_TO_DEVICE
 
 
 class TopicError(ValueError):

@@ -1,0 +1,163 @@
+"""The person / PPE detector's runtime: one YOLOv8-style ONNX through onnxruntime.
+
+The edge agent and ``smartsite models eval`` share this code, so the accuracy measured is the
+accuracy the site gets. Everything the model needs travels in its ONNX ``metadata_props``
+(written by ``models/train/train.py``): ``names`` (a dict literal, class id -> name),
+``imgsz`` and ``stride``. Preprocessing is the ultralytics letterbox (aspect kept, centred,
+grey 114 padding, RGB, 0-1); the raw head output ``(1, 4 + nc, anchors)`` holds centre-x,
+centre-y, width, height in input pixels and one sigmoid score per class; NMS runs per class
+(``cv2.dnn.NMSBoxes``). Boxes come back in the original image's pixels (x1, y1, x2, y2).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+DEFAULT_CONF = 0.25  # operating threshold (alerts); eval uses a low one for AP
+DEFAULT_IOU = 0.45
+MAX_DETECTIONS = 300
+
+
+@dataclass(frozen=True)
+class Detections:
+    boxes: npt.NDArray[np.float32]  # (n, 4) x1, y1, x2, y2 in original pixels
+    scores: npt.NDArray[np.float32]  # (n,)
+    class_ids: npt.NDArray[np.int64]  # (n,)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    image: npt.NDArray[np.float32]  # (1, 3, size, size)
+    ratio: float
+    pad: tuple[float, float]  # left, top
+
+
+def _pair(value: str) -> tuple[int, int]:
+    v = ast.literal_eval(value)
+    if isinstance(v, int):
+        return (v, v)
+    h, w = v
+    return (int(h), int(w))
+
+
+def letterbox(img: npt.NDArray[np.uint8], size: tuple[int, int]) -> Letterbox:
+    """BGR image -> normalised NCHW RGB tensor of ``size`` (h, w), aspect kept, centred."""
+    h, w = img.shape[:2]
+    th, tw = size
+    r = min(th / h, tw / w)
+    nh, nw = round(h * r), round(w * r)
+    if (nh, nw) != (h, w):
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    canvas = np.full((th, tw, 3), 114, np.uint8)
+    canvas[top : top + nh, left : left + nw] = img
+    x = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    return Letterbox(np.ascontiguousarray(x), r, (float(left), float(top)))
+
+
+class Detector:
+    """``Detector(path, threads)``; ``detect(bgr)`` -> :class:`Detections`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 2,
+        *,
+        conf: float = DEFAULT_CONF,
+        iou: float = DEFAULT_IOU,
+        max_det: int = MAX_DETECTIONS,
+    ) -> None:
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(
+            str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        meta = self.session.get_modelmeta().custom_metadata_map
+        missing = [k for k in ("names", "imgsz", "stride") if k not in meta]
+        if missing:
+            raise ValueError(f"{self.path}: ONNX metadata lacks {', '.join(missing)}")
+        names = ast.literal_eval(meta["names"])
+        if isinstance(names, dict):
+            self.names = [str(names[i]) for i in sorted(names)]
+        else:
+            self.names = [str(n) for n in names]
+        self.imgsz = _pair(meta["imgsz"])
+        self.stride = int(ast.literal_eval(meta["stride"]))
+        self.metadata = dict(meta)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        shape = inp.shape
+        if all(isinstance(d, int) for d in shape[2:]) and tuple(shape[2:]) != self.imgsz:
+            raise ValueError(f"{self.path}: input {shape} does not match imgsz {self.imgsz}")
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    def raw(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The head's output (1, 4 + nc, anchors) for a preprocessed tensor."""
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def detect(self, img: npt.NDArray[np.uint8], conf: float | None = None) -> Detections:
+        conf = self.conf if conf is None else conf
+        lb = letterbox(img, self.imgsz)
+        out = self.raw(lb.image)[0]  # (4 + nc, anchors)
+        return self.decode(out, lb, img.shape[:2], conf)
+
+    def decode(
+        self,
+        out: npt.NDArray[np.float32],
+        lb: Letterbox,
+        shape: tuple[int, int],
+        conf: float,
+        iou: float | None = None,
+    ) -> Detections:
+        """Raw head output -> boxes in original pixels, per-class NMS at ``iou``."""
+        iou = self.iou if iou is None else iou
+        out = out.T  # (anchors, 4 + nc)
+        scores_all = out[:, 4 : 4 + self.nc]
+        # Every (anchor, class) pair above the threshold is a candidate (ultralytics'
+        # multi-label NMS): an anchor may be both a hard hat and, less surely, a head.
+        idx, cls = np.nonzero(scores_all > conf)
+        empty = Detections(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        )
+        if len(idx) == 0:
+            return empty
+        scores = scores_all[idx, cls].astype(np.float32)
+        cx, cy, w, h = (out[idx, k] for k in range(4))
+        left, top = lb.pad
+        x1 = (cx - w / 2 - left) / lb.ratio
+        y1 = (cy - h / 2 - top) / lb.ratio
+        x2 = (cx + w / 2 - left) / lb.ratio
+        y2 = (cy + h / 2 - top) / lb.ratio
+        ih, iw = shape
+        boxes = np.stack(
+            [np.clip(x1, 0, iw), np.clip(y1, 0, ih), np.clip(x2, 0, iw), np.clip(y2, 0, ih)], 1
+        ).astype(np.float32)
+        keep: list[int] = []
+        for c in np.unique(cls):
+            sel = np.nonzero(cls == c)[0]
+            b = boxes[sel]
+            xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+            kept = cv2.dnn.NMSBoxes(xywh.tolist(), scores[sel].tolist(), conf, iou)
+            keep.extend(sel[np.asarray(kept, dtype=np.int64).reshape(-1)].tolist())
+        if not keep:
+            return empty
+        k = np.asarray(keep, dtype=np.int64)
+        k = k[np.argsort(-scores[k], kind="stable")][: self.max_det]
+        return Detections(boxes[k], scores[k], cls[k].astype(np.int64))
