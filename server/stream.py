@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
-from typing import Any
 
 import psycopg
-from pydantic import BaseModel
 
+from alerts.notify import Notification
 from server.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -24,17 +22,11 @@ _QUEUE_SIZE = 1000
 _BATCH = 500
 
 
-class AlertEvent(BaseModel):
-    """What a client receives on the stream for each outbox entry in its scope."""
+class AlertEvent(Notification):
+    """What a client receives on the stream for each outbox entry in its scope: what a
+    webhook receives, tagged for the client."""
 
     type: str = "alert"
-    outbox_id: int
-    alert_id: str
-    action: str
-    audience: str
-    project_id: str
-    created_at: datetime
-    payload: dict[str, Any]
 
 
 class Subscriber:

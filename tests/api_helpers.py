@@ -6,6 +6,7 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from server.users import UserIn, create_user
+from smartsite.identifiers import id_check_digit, uscc_check_char
 
 PASSWORD = "correct horse battery"
 
@@ -34,3 +35,15 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> dict[s
     r = client.post("/api/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def uscc(n: int, region: str = "110105") -> str:
+    """A valid unified social credit code (check character included), distinct per ``n``."""
+    first17 = f"91{region}{n:09d}"
+    return first17 + uscc_check_char(first17)
+
+
+def id_number(serial: int, born: str = "19850315") -> str:
+    """A valid resident ID number (ISO 7064 check digit), distinct per ``serial``."""
+    first17 = f"110105{born}{serial:03d}"
+    return first17 + id_check_digit(first17)

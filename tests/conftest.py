@@ -97,6 +97,22 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def alert_settings(settings: Settings) -> Settings:
+    """Settings for an alert engine that reacts at once: fast ticks and batches, no startup
+    grace, rules re-read often, state flushed with every batch; its own MQTT session."""
+    return settings.model_copy(
+        update={
+            "alerts_name": f"alerts-{uuid.uuid4().hex[:8]}",
+            "alerts_tick_seconds": 0.1,
+            "alerts_batch_seconds": 0.02,
+            "alerts_startup_grace_seconds": 0.0,
+            "alerts_rules_refresh_seconds": 0.2,
+            "alerts_state_flush_seconds": 0.0,
+        }
+    )
+
+
+@pytest.fixture
 def start_worker(settings: Settings) -> Iterator[Callable[..., IngestWorker]]:
     started: list[IngestWorker] = []
 

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
+from api_helpers import uscc
 from conftest import wait_until
 from mqtt_helpers import publish_raw
 from psycopg.types.json import Jsonb
@@ -31,7 +32,7 @@ from smartsite.db.registry import (
     upsert_permit,
     upsert_person,
 )
-from smartsite.identifiers import id_check_digit, uscc_check_char
+from smartsite.identifiers import id_check_digit
 from smartsite.protocol.messages import EdgeAlert, Reading, Telemetry, encode
 from smartsite.protocol.topics import Kind, build
 from smartsite.settings import Settings
@@ -42,11 +43,6 @@ CRANE = f"{PROJECT}-towercrane-001"
 TODAY = date(2026, 6, 1)
 KEY = b"test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 ID_NUMBER = "11010519491231002" + id_check_digit("11010519491231002")
-
-
-def uscc(n: int) -> str:
-    first17 = f"91110105{n:09d}"
-    return first17 + uscc_check_char(first17)
 
 
 GC, SUB_C, SUB_OK, SUPERVISOR, BUILDER = (uscc(n) for n in range(1, 6))

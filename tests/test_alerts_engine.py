@@ -34,20 +34,6 @@ CAM = GW  # edge alerts come from the gateway's camera agent here
 
 
 @pytest.fixture
-def alert_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "alerts_name": f"alerts-{uuid.uuid4().hex[:8]}",
-            "alerts_tick_seconds": 0.1,
-            "alerts_batch_seconds": 0.02,
-            "alerts_startup_grace_seconds": 0.0,
-            "alerts_rules_refresh_seconds": 0.2,
-            "alerts_state_flush_seconds": 0.0,
-        }
-    )
-
-
-@pytest.fixture
 def site(db, pg_url):  # type: ignore[no-untyped-def]
     register_site(pg_url, PROJECT, 6)
     # A valid permit: without one every alert is unpermitted work and raised to alarm

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import api_helpers
 import psycopg
 import pytest
 from conftest import count
@@ -22,7 +23,6 @@ from alerts.lifecycle import Actor, Status
 from edge.simulator import register_site
 from smartsite.cli import app
 from smartsite.db.registry import EnterpriseIn, link_enterprise, upsert_enterprise
-from smartsite.identifiers import uscc_check_char
 from smartsite.settings import Settings, get_settings
 
 PROJECT = "P-CREDIT"
@@ -35,8 +35,7 @@ OFFICER = Actor(name="wang.officer", role="officer")
 
 
 def uscc(n: int) -> str:
-    first17 = f"91510100{n:09d}"
-    return first17 + uscc_check_char(first17)
+    return api_helpers.uscc(n, region="510100")
 
 
 GC, SUB, OTHER_GC = uscc(11), uscc(12), uscc(13)

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from api_helpers import login, project, user
+from api_helpers import id_number, login, project, uscc, user
 from conftest import count
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
@@ -33,20 +33,9 @@ from smartsite.db.registry import (
     upsert_permit,
     upsert_person,
 )
-from smartsite.identifiers import id_check_digit, mask_id_number, uscc_check_char
+from smartsite.identifiers import mask_id_number
 from smartsite.secrets import fernet, secret_key
 from smartsite.settings import Settings
-
-
-def uscc(n: int) -> str:
-    first17 = f"91110105{n:09d}"
-    return first17 + uscc_check_char(first17)
-
-
-def id_number(serial: int) -> str:
-    first17 = f"11010519850315{serial:03d}"
-    return first17 + id_check_digit(first17)
-
 
 GC, SUB = uscc(1), uscc(2)
 BAD_USCC = uscc(3)[:17] + ("0" if uscc(3)[17] != "0" else "1")  # wrong check character

@@ -20,6 +20,7 @@ from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
+import api_helpers
 import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -241,10 +242,7 @@ class FaceBodyDetector:
 
 
 def _id_number(serial: int) -> str:
-    from smartsite.identifiers import id_check_digit
-
-    first17 = f"11010519900101{serial:03d}"
-    return first17 + id_check_digit(first17)
+    return api_helpers.id_number(serial, born="19900101")
 
 
 def _frames(folder: Path, photos: list[str], hold: int = 16, gap: int = 25) -> None:

@@ -5,7 +5,6 @@ applied by the real alert engine on a real broker, and who is on duty."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -429,19 +428,10 @@ def _crane(project_id: str, n: int) -> str:
 
 
 @pytest.fixture
-def engine(pg_url, broker, settings: Settings, db) -> Iterator[AlertEngine]:  # type: ignore[no-untyped-def]
+def engine(pg_url, broker, alert_settings: Settings, db) -> Iterator[AlertEngine]:  # type: ignore[no-untyped-def]
     register_site(pg_url, WIND_A, 13, district="110105")
     register_site(pg_url, WIND_B, 13, district="110108")
-    s = settings.model_copy(
-        update={
-            "alerts_name": f"alerts-{uuid.uuid4().hex[:8]}",
-            "alerts_tick_seconds": 0.1,
-            "alerts_batch_seconds": 0.02,
-            "alerts_startup_grace_seconds": 0.0,
-            "alerts_rules_refresh_seconds": 0.2,
-            "alerts_state_flush_seconds": 0.0,
-        }
-    )
+    s = alert_settings
     e = AlertEngine(pg_url, broker.endpoint, s).start()
     e.wait_connected()
     yield e

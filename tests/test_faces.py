@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import api_helpers
 import cv2
 import numpy as np
 import psycopg
@@ -21,7 +22,6 @@ from edge.faces import DEFAULT_THRESHOLD, FaceModels, Gallery, align, match, nor
 from models import registry
 from server.faces import project_gallery
 from smartsite.db.registry import PersonIn, upsert_person
-from smartsite.identifiers import id_check_digit
 from smartsite.secrets import fernet, secret_key
 from smartsite.settings import Settings, get_settings
 
@@ -199,8 +199,7 @@ def test_mean_template_separates_better_than_best_photo(
 
 
 def _id_number(serial: int) -> str:
-    first17 = f"11010519900101{serial:03d}"
-    return first17 + id_check_digit(first17)
+    return api_helpers.id_number(serial, born="19900101")
 
 
 def _photo(file: str) -> bytes:

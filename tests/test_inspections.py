@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
-from api_helpers import login, project, user
+from api_helpers import login, project, uscc, user
 from fastapi.testclient import TestClient
 from test_server_alerts import make_alert
 
@@ -20,15 +20,9 @@ from alerts.risk import NO_VALID_PERMIT_POINTS, OPEN_ALARM_POINTS
 from inspections import draw as dr
 from inspections import records as rec
 from smartsite.db.registry import EnterpriseIn, link_enterprise, upsert_enterprise
-from smartsite.identifiers import uscc_check_char
 
 TODAY = date.today()
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
-
-def uscc(n: int) -> str:
-    first17 = f"91110105{n:09d}"
-    return first17 + uscc_check_char(first17)
 
 
 GC1, GC2, GC3 = uscc(1), uscc(2), uscc(3)

@@ -35,12 +35,11 @@ import httpx
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from api_helpers import PASSWORD, project, user
+from api_helpers import PASSWORD, id_number, project, uscc, user
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from test_server_alerts import JPEG, PNG, make_alert
 from test_server_bim import _small_ifc
-from test_server_registry import id_number, uscc
 from test_server_rules import crane_spec
 
 from alerts import lifecycle as lc

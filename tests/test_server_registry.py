@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from api_helpers import login, project, user
+from api_helpers import id_number, login, project, uscc, user
 from conftest import count, wait_until
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -29,20 +29,9 @@ from smartsite.db.registry import (
     upsert_permit,
     upsert_person,
 )
-from smartsite.identifiers import id_check_digit, mask_id_number, uscc_check_char
+from smartsite.identifiers import mask_id_number
 from smartsite.secrets import secret_key
 from smartsite.settings import Settings
-
-
-def uscc(n: int) -> str:
-    first17 = f"91110105{n:09d}"
-    return first17 + uscc_check_char(first17)
-
-
-def id_number(serial: int) -> str:
-    first17 = f"11010519850315{serial:03d}"
-    return first17 + id_check_digit(first17)
-
 
 GC, SUB, OTHER = uscc(1), uscc(2), uscc(3)
 ID1, ID2 = id_number(121), id_number(342)

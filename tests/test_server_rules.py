@@ -43,20 +43,6 @@ def crane_spec(**levels: float) -> dict[str, Any]:
 
 
 @pytest.fixture
-def alert_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "alerts_name": f"alerts-{uuid.uuid4().hex[:8]}",
-            "alerts_tick_seconds": 0.1,
-            "alerts_batch_seconds": 0.02,
-            "alerts_startup_grace_seconds": 0.0,
-            "alerts_rules_refresh_seconds": 0.2,
-            "alerts_state_flush_seconds": 0.0,
-        }
-    )
-
-
-@pytest.fixture
 def engine(pg_url, broker, alert_settings, db) -> Iterator[AlertEngine]:  # type: ignore[no-untyped-def]
     register_site(pg_url, SITE, 6)
     e = AlertEngine(pg_url, broker.endpoint, alert_settings).start()

@@ -14,7 +14,6 @@ import io
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -187,22 +186,8 @@ def _status_is(page, status: str) -> None:  # type: ignore[no-untyped-def]
     page.locator(f'[data-testid="alert-detail"][data-status="{status}"]').wait_for()
 
 
-@pytest.fixture
-def engine_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "alerts_name": f"alerts-{uuid.uuid4().hex[:8]}",
-            "alerts_tick_seconds": 0.1,
-            "alerts_batch_seconds": 0.02,
-            "alerts_startup_grace_seconds": 0.0,
-            "alerts_rules_refresh_seconds": 0.2,
-            "alerts_state_flush_seconds": 0.0,
-        }
-    )
-
-
 def test_officer_gets_a_live_alert_resolves_it_and_the_regulator_verifies(  # type: ignore[no-untyped-def]
-    db, pg_url, broker, engine_settings, start_worker, browser, shots, tmp_path
+    db, pg_url, broker, alert_settings, start_worker, browser, shots, tmp_path
 ) -> None:
     register_site(pg_url, PROJECT, 3)
     project(db, OTHER, district="110106")
@@ -211,11 +196,11 @@ def test_officer_gets_a_live_alert_resolves_it_and_the_regulator_verifies(  # ty
     user(db, "regulator1", "regulator", display_name="Regulator")
     wall = _place_gateway_on_a_wall(db)
     start_worker(pg_url, broker.endpoint)
-    engine = AlertEngine(pg_url, broker.endpoint, engine_settings).start()
+    engine = AlertEngine(pg_url, broker.endpoint, alert_settings).start()
     try:
         engine.wait_connected()
-        with serve(engine_settings, pg_url) as base:
-            _scenario(db, base, broker, engine_settings, browser, shots, tmp_path, wall)
+        with serve(alert_settings, pg_url) as base:
+            _scenario(db, base, broker, alert_settings, browser, shots, tmp_path, wall)
     finally:
         engine.stop()
 
