@@ -5,7 +5,10 @@ gateway and thresholds from an operator's file, the gallery version, the face re
 version) and the :class:`FaceGallery` (the enrolled faces of the workers currently on the
 project, from :func:`server.faces.project_gallery`); ``publish`` puts both on the gateway's
 retained topics with QoS 1 and waits for every PUBACK. The agent applies them without a
-restart (``edge/agent.py``).
+restart (``edge/agent.py``). Between pushes the hub keeps the galleries in step with
+enrolment on its own (``galleries`` + ``publish_galleries``, run by
+``server/gallery_sync.py``): a removed or departed worker leaves the gateways' galleries
+within seconds.
 
 Biometric data goes only where it belongs: a gallery holds the templates of the project's
 own workers and is published only under gateways registered to that project; the broker ACL
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +114,6 @@ def pushes(
     """The config and gallery of each active gateway of ``project_id`` (or just ``device``)."""
     from edge.faces import RECOGNIZER
     from models.registry import spec
-    from server.faces import project_gallery
 
     settings = settings or EdgeSettings()
     gateways = project_gateways(conn, project_id, device)
@@ -118,6 +121,41 @@ def pushes(
     if unknown:
         raise EdgeConfigError(f"zones for {unknown}: not active gateways of project {project_id!r}")
     model = spec(RECOGNIZER).sha256
+    out = []
+    for gallery in _galleries(conn, key, project_id, gateways, model):
+        gw = gallery.device
+        config = Config(
+            device=gw,
+            zones=settings.zones.get(gw, []),
+            thresholds=settings.thresholds,
+            gallery_version=gallery.version,
+            models={RECOGNIZER: model},
+        )
+        if len(encode(config)) > limits.MAX_JSON_BYTES:
+            raise EdgeConfigError(f"the config of {gw!r} is over {limits.MAX_JSON_BYTES} bytes")
+        out.append(Push(project_id, gw, config, gallery))
+    return out
+
+
+def galleries(conn: psycopg.Connection, key: bytes, project_id: str) -> list[FaceGallery]:
+    """The gallery of each active gateway of ``project_id`` alone (no config): what the hub's
+    gallery sync (``server/gallery_sync.py``) republishes when enrolments change; [] when the
+    project has no active gateway."""
+    from edge.faces import RECOGNIZER
+    from models.registry import spec
+
+    try:
+        gateways = project_gateways(conn, project_id)
+    except EdgeConfigError:
+        return []
+    return _galleries(conn, key, project_id, gateways, spec(RECOGNIZER).sha256)
+
+
+def _galleries(
+    conn: psycopg.Connection, key: bytes, project_id: str, gateways: list[str], model: str
+) -> list[FaceGallery]:
+    from server.faces import project_gallery
+
     export = project_gallery(conn, key, project_id, model)
     out = []
     for gw in gateways:
@@ -134,22 +172,55 @@ def pushes(
                 f"the gallery of project {project_id!r} is {size} bytes "
                 f"({len(export.workers)} workers), limit {limits.MAX_GALLERY_BYTES}"
             )
-        config = Config(
-            device=gw,
-            zones=settings.zones.get(gw, []),
-            thresholds=settings.thresholds,
-            gallery_version=export.version,
-            models={RECOGNIZER: model},
-        )
-        if len(encode(config)) > limits.MAX_JSON_BYTES:
-            raise EdgeConfigError(f"the config of {gw!r} is over {limits.MAX_JSON_BYTES} bytes")
-        out.append(Push(project_id, gw, config, gallery))
+        out.append(gallery)
     return out
 
 
 def publish(endpoint: MqttEndpoint, prefix: str, items: list[Push], timeout: float = 30) -> None:
     """Retain each push on its gateway's ``gallery`` and ``config`` topics (QoS 1, in that
     order), waiting for every PUBACK; an error names what did not go out."""
+    _retain(
+        endpoint,
+        prefix,
+        [
+            (p.project_id, p.device, kind, msg)
+            for p in items
+            for kind, msg in ((Kind.GALLERY, p.gallery), (Kind.CONFIG, p.config))
+        ],
+        timeout,
+    )
+
+
+def publish_galleries(
+    endpoint: MqttEndpoint,
+    prefix: str,
+    items: list[FaceGallery],
+    timeout: float = 30,
+    *,
+    clear: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Retain each gallery on its gateway's ``gallery`` topic (QoS 1), waiting for every
+    PUBACK; the retained config (zones, thresholds) is left as it is. ``clear``: (project,
+    gateway) whose retained gallery is deleted (an empty retained message: the agent
+    unloads it), e.g. a gateway deactivated or moved to another project."""
+    _retain(
+        endpoint,
+        prefix,
+        [(p, d, Kind.GALLERY, None) for p, d in clear]
+        + [(g.project, g.device, Kind.GALLERY, g) for g in items],
+        timeout,
+    )
+
+
+def _retain(
+    endpoint: MqttEndpoint,
+    prefix: str,
+    messages: list[tuple[str, str, Kind, Config | FaceGallery | None]],
+    timeout: float,
+) -> None:
+    """Publish ``(project, device, kind, message)`` retained with QoS 1, in order, as the hub
+    (the credentials of ``endpoint``; None: an empty payload, which deletes the retained
+    message); wait for every PUBACK."""
     from smartsite.mqtt import connect_kwargs, make_client
 
     client = make_client(
@@ -174,10 +245,10 @@ def publish(endpoint: MqttEndpoint, prefix: str, items: list[Push], timeout: flo
         if not connected.wait(timeout) or refused:
             raise EdgeConfigError(f"the broker did not accept the hub: {refused or 'timeout'}")
         infos = []
-        for p in items:
-            for kind, msg in ((Kind.GALLERY, p.gallery), (Kind.CONFIG, p.config)):
-                topic = build(prefix, p.project_id, p.device, kind)
-                infos.append((topic, client.publish(topic, encode(msg), qos=1, retain=True)))
+        for project_id, device, kind, msg in messages:
+            topic = build(prefix, project_id, device, kind)
+            payload = encode(msg) if msg is not None else b""
+            infos.append((topic, client.publish(topic, payload, qos=1, retain=True)))
         for topic, info in infos:
             info.wait_for_publish(timeout)
             if not info.is_published():

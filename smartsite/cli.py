@@ -104,6 +104,10 @@ def hub(
             from prometheus_client import start_http_server
 
             start_http_server(settings.metrics_port)
+        from server.gallery_sync import GalleryPublisher
+
+        # the gateways' face galleries follow enrolment (a removed face leaves them at once)
+        galleries = GalleryPublisher(svc.database_url, svc.mqtt, settings).start()
         engine = notifier = recomputer = None
         if alerts:
             from alerts.credit_schedule import CreditRecomputer
@@ -121,6 +125,7 @@ def hub(
         try:
             serve(svc.database_url, svc.mqtt, settings, stop_on_signals(), workers=workers)
         finally:
+            galleries.stop()
             if engine is not None and notifier is not None and recomputer is not None:
                 engine.stop()
                 notifier.stop()
