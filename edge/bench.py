@@ -33,9 +33,10 @@ import numpy as np
 from edge.config import CameraConfig, ThreadsConfig, ZoneConfig
 from edge.detector import Detector, letterbox
 from edge.pipeline import CameraPipeline
+from models.registry import committed_path
 
 TRAIN_PYTHON = Path(os.environ.get("SMARTSITE_TRAIN_PYTHON", "/work/venv-train/bin/python"))
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "ppe" / "ppe-yolov8n-320.onnx"
+DEFAULT_MODEL = committed_path("ppe_detector")
 WARMUP = 5
 
 _LAP_SHIM = """

@@ -107,14 +107,14 @@ MANIFEST: dict[str, ModelSpec] = {
         ModelSpec(
             name="ppe_detector",
             task="object_detection",
-            file="ppe-yolov8n-320.onnx",
-            sha256="0" * 64,
-            input_size=(320, 320),
+            file="ppe-yolov8n.onnx",
+            sha256="1013cb4e754143247e09c37db0a7f81fa2931ff9c0ca8ad71d21004934ea0c36",
+            input_size=(416, 416),
             licence="AGPL-3.0-only",
             licence_file="Ultralytics-AGPL-3.0.txt",
             attribution="Person / PPE detector trained by this project with Ultralytics YOLOv8 "
             "(models/train/, model card models/ppe/MODEL_CARD.md)",
-            committed="ppe/ppe-yolov8n-320.onnx",
+            committed="ppe/ppe-yolov8n.onnx",
         ),
     )
 }
@@ -162,6 +162,14 @@ def _digest(path: Path) -> str:
 
 def _location(s: ModelSpec, models_dir: Path) -> Path:
     return PACKAGE_DIR / s.committed if s.committed else models_dir / s.file
+
+
+def committed_path(name: str) -> Path:
+    """Where a model this project trained and committed lies in the package."""
+    s = MANIFEST[name]
+    if not s.committed:
+        raise ModelError(f"model {name} is not committed; {FETCH_HINT}")
+    return PACKAGE_DIR / s.committed
 
 
 def status(name: str, models_dir: Path) -> ModelStatus:

@@ -266,7 +266,7 @@ def bench_edge(
         typer.Argument(help="Video to run (default: a demo video built from site photos)."),
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="Detector ONNX (default: models/ppe/ppe-yolov8n-320.onnx).")
+        Path | None, typer.Option(help="Detector ONNX (default: the committed PPE detector).")
     ] = None,
     threads: Annotated[int, typer.Option(help="Threads (the gateway's cores).")] = 2,
     max_frames: Annotated[int, typer.Option(help="Frames measured at most.")] = 300,

@@ -37,6 +37,7 @@ from edge.faces import DEFAULT_THRESHOLD, FaceModels
 from edge.pipeline import CameraPipeline
 from edge.simulator import gateway_id, register_site
 from ingest.writer import missing_sequences
+from models.registry import committed_path
 from smartsite.broker_auth import acl_text
 from smartsite.embedded import MosquittoBroker
 from smartsite.protocol.messages import FaceGallery
@@ -47,7 +48,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "ppe" / "ppe-yolov8n-320.onnx"
+MODEL = committed_path("ppe_detector")
 FACES = ROOT.parent / "shared" / "datasets" / "faces"
 OBAMA = "ageitgey_face_recognition/tests/test_images/obama.jpg"
 OBAMA2 = "ageitgey_face_recognition/tests/test_images/obama2.jpg"

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,12 +21,13 @@ from edge.config import CameraConfig, RuleSettings
 from edge.demo_video import DemoFrame, frames, select_photos
 from edge.detector import Detections
 from edge.pipeline import CameraPipeline, Emission
+from models.registry import committed_path
 from smartsite.protocol import encode
 from smartsite.protocol.limits import MAX_EVIDENCE_BYTES
 from smartsite.protocol.messages import EdgeAlert, Event, Rule
 from smartsite.protocol.topics import Kind, build
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "ppe" / "ppe-yolov8n-320.onnx"
+MODEL = committed_path("ppe_detector")
 FPS = 10.0
 HOLD = 20  # frames per photo (2 s)
 GAP = 35  # blank frames after each photo (3.5 s: tracks end, people leave)
@@ -171,8 +171,8 @@ def _iou(a, b) -> float:
 @pytest.mark.skipif(not MODEL.exists(), reason=f"no committed PPE detector at {MODEL}")
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 4 acceptance, open: the committed first PPE model (short CPU schedule) finds "
-    "0 of the 8 bare heads; strict, so a model that passes must drop this marker",
+    reason="issue 4 acceptance, open: the committed first PPE model (6 CPU epochs) finds 1 of "
+    "the 8 bare heads; strict, so a model that passes must drop this marker",
 )
 def test_real_detector_one_no_hard_hat_alert_per_person(broker) -> None:
     """The acceptance: photos of people without hard hats (held-out test split) as a video
