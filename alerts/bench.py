@@ -37,7 +37,7 @@ from rich.table import Table
 from alerts.defaults import DEFAULT_RULES
 from alerts.engine import AlertEngine
 from alerts.rule_store import RuleChange, put_rule
-from ingest.bench import _broker, _close, _connect, _drop_session
+from ingest.bench import bench_broker, close_client, connect_started, drop_session
 from ingest.worker import IngestWorker
 from smartsite.cli_support import wide
 from smartsite.db import connect, ensure_database
@@ -117,7 +117,7 @@ def run_bench(
     n_alarms = max(1, math.ceil(duration * alert_rate))
     with (
         tempfile.TemporaryDirectory(prefix="smartsite-bench-") as tmp,
-        _broker(settings, Path(tmp)) as endpoint,
+        bench_broker(settings, Path(tmp)) as endpoint,
         services(settings, need_mqtt=False) as svc,
     ):
         url = svc.database_url
@@ -179,8 +179,8 @@ def run_bench(
                 judged = engine.stats.received
                 extra = _unexpected_alerts(url)
         finally:
-            _drop_session(endpoint, f"smartsite-bench-{run}")
-            _drop_session(endpoint, f"smartsite-bench-{run}-ingest")
+            drop_session(endpoint, f"smartsite-bench-{run}")
+            drop_session(endpoint, f"smartsite-bench-{run}-ingest")
             _cleanup(url, username)
     api = seen.latencies_ms(seen.api)
     ws = seen.latencies_ms(seen.ws)
@@ -354,7 +354,7 @@ def _publisher(endpoint: MqttEndpoint, name: str) -> mqtt.Client:
     client = make_client(endpoint, f"bench-{name}-{uuid.uuid4().hex[:8]}", persistent=False)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
-    _connect(client, endpoint)
+    connect_started(client, endpoint)
     return client
 
 
@@ -394,7 +394,7 @@ def _background(
             if pause > 0:
                 stop.wait(pause)
     finally:
-        _close(client)
+        close_client(client)
 
 
 def _alarms(
@@ -420,7 +420,7 @@ def _alarms(
                 seen.published[dev] = time.monotonic()
             client.publish(topic, payload, qos=1)
     finally:
-        _close(client)
+        close_client(client)
     return devices
 
 

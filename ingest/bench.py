@@ -118,7 +118,7 @@ def run_bench(
     run = uuid.uuid4().hex[:8]
     with (
         tempfile.TemporaryDirectory(prefix="smartsite-bench-") as tmp,
-        _broker(settings, Path(tmp)) as endpoint,
+        bench_broker(settings, Path(tmp)) as endpoint,
         services(settings, need_mqtt=False) as svc,
         _progress(console) as progress,
     ):
@@ -148,7 +148,7 @@ def run_bench(
 
 
 @contextlib.contextmanager
-def _broker(settings: Settings, tmp: Path) -> Iterator[MqttEndpoint]:
+def bench_broker(settings: Settings, tmp: Path) -> Iterator[MqttEndpoint]:
     """The configured broker, else a dedicated mosquitto in ``tmp``."""
     if settings.mqtt_url:
         yield MqttEndpoint.from_url(settings.mqtt_url)
@@ -195,12 +195,12 @@ def _cleanup(url: str, gateway: str) -> None:
 # --- MQTT plumbing -------------------------------------------------------------------------
 
 
-def _connect(client: mqtt.Client, endpoint: MqttEndpoint, **kwargs: object) -> None:
+def connect_started(client: mqtt.Client, endpoint: MqttEndpoint, **kwargs: object) -> None:
     client.connect(endpoint.host, endpoint.port, keepalive=30, **kwargs)  # type: ignore[arg-type]
     client.loop_start()
 
 
-def _close(client: mqtt.Client) -> None:
+def close_client(client: mqtt.Client) -> None:
     client.disconnect()
     client.loop_stop()
 
@@ -210,23 +210,23 @@ def _create_session(endpoint: MqttEndpoint, client_id: str, topic_filter: str) -
     client = make_client(endpoint, client_id, persistent=True)
     subscribed = threading.Event()
     client.on_subscribe = lambda *_a: subscribed.set()
-    _connect(client, endpoint, **connect_kwargs(endpoint, persistent=True))
+    connect_started(client, endpoint, **connect_kwargs(endpoint, persistent=True))
     client.subscribe(topic_filter, qos=1)
     try:
         if not subscribed.wait(30):
             raise TimeoutError(f"no SUBACK for {topic_filter!r}")
     finally:
-        _close(client)
+        close_client(client)
 
 
-def _drop_session(endpoint: MqttEndpoint, client_id: str) -> None:
+def drop_session(endpoint: MqttEndpoint, client_id: str) -> None:
     """Forget a persistent session (matters on a shared, configured broker)."""
     client = make_client(endpoint, client_id, persistent=False)
     connected = threading.Event()
     client.on_connect = lambda *_a: connected.set()
-    _connect(client, endpoint, **connect_kwargs(endpoint, persistent=False))
+    connect_started(client, endpoint, **connect_kwargs(endpoint, persistent=False))
     connected.wait(10)
-    _close(client)
+    close_client(client)
 
 
 def _publish(endpoint: MqttEndpoint, topic: str, payloads: list[bytes], progress: Progress) -> None:
@@ -246,7 +246,7 @@ def _publish(endpoint: MqttEndpoint, topic: str, payloads: list[bytes], progress
         window.release()
 
     client.on_publish = on_publish
-    _connect(client, endpoint)
+    connect_started(client, endpoint)
     try:
         for payload in payloads:
             if not window.acquire(timeout=STALL_S):
@@ -254,7 +254,7 @@ def _publish(endpoint: MqttEndpoint, topic: str, payloads: list[bytes], progress
             client.publish(topic, payload, qos=1)
         _wait(lambda: acked[0], len(payloads), progress, "publish (QoS 1, PUBACKs)")
     finally:
-        _close(client)
+        close_client(client)
 
 
 def _wait(count: Callable[[], int], target: int, progress: Progress, what: str) -> float:
@@ -301,7 +301,7 @@ def _bench_worker(
         )
     finally:
         worker.stop()
-        _drop_session(endpoint, client_id)
+        drop_session(endpoint, client_id)
     return clock.drain("ingest worker", backlog, done)
 
 
@@ -322,12 +322,12 @@ def _drain_subscriber(
         endpoint, persistent=True, receive_maximum=settings.ingest_receive_maximum
     )
     clock = _Clock()
-    _connect(client, endpoint, **kwargs)
+    connect_started(client, endpoint, **kwargs)
     try:
         done = _wait(count, len(backlog.payloads), progress, f"{name} (messages)")
     finally:
-        _close(client)
-        _drop_session(endpoint, client_id)
+        close_client(client)
+        drop_session(endpoint, client_id)
     return clock.drain(name, backlog, done)
 
 

@@ -10,7 +10,7 @@ from fastapi import Depends, Request, WebSocket
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from server.errors import ApiError, forbidden
+from server.errors import ApiError, forbidden, not_found
 from server.principal import KeyGrant, Principal, key_projects, user_projects
 from server.security import api_key_matches, decode_token, parse_api_key
 from server.sharing.grants import gate_key_route
@@ -125,3 +125,11 @@ def require(*roles: str) -> Callable[[Principal], Principal]:
 
 def websocket_principal(ws: WebSocket, conn: psycopg.Connection, token: str) -> Principal | None:
     return principal_for_token(conn, ws.app.state.secret_key, token)
+
+
+def scoped_project(conn: psycopg.Connection, p: Principal, project_id: str) -> None:
+    """404 unless the project exists and is in the caller's scope (the two look alike)."""
+    if not p.sees(project_id):
+        raise not_found("project")
+    if conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,)).fetchone() is None:
+        raise not_found("project")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-import psycopg
 from fastapi import APIRouter, Depends, File, Path, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +13,7 @@ from bim import placement, store
 from bim.errors import BimError, BimImportError, NoModelError, NotIfcError
 from bim.geometry import OUTSIDE, Manifest
 from bim.models import ImportReport, ModelTree, PlacementOut
-from server.deps import Conn, Current, SettingsDep, require
+from server.deps import Conn, Current, SettingsDep, require, scoped_project
 from server.errors import ApiError, not_found
 from server.principal import Principal
 from smartsite.protocol.topics import SEGMENT_PATTERN
@@ -31,13 +30,6 @@ GLB = "model/gltf-binary"
 ProjectId = Annotated[str, Path(pattern=SEGMENT_PATTERN, description="Project id.")]
 
 
-def _project(conn: psycopg.Connection, p: Principal, project_id: str) -> None:
-    if not p.sees(project_id) or (
-        conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,)).fetchone() is None
-    ):
-        raise not_found("project")
-
-
 def _no_model(exc: BimError) -> ApiError:
     return ApiError(404, "not_found", str(exc))
 
@@ -45,7 +37,7 @@ def _no_model(exc: BimError) -> ApiError:
 @router.get("")
 def project_bim(project_id: ProjectId, p: Current, conn: Conn) -> ModelTree:
     """The current model version (file, schema, counts) with its spatial tree and tasks."""
-    _project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     try:
         return store.tree(conn, project_id)
     except NoModelError as exc:
@@ -55,7 +47,7 @@ def project_bim(project_id: ProjectId, p: Current, conn: Conn) -> ModelTree:
 @router.get("/manifest")
 def bim_manifest(project_id: ProjectId, p: Current, conn: Conn, settings: SettingsDep) -> Manifest:
     """Which storey GLB shows which GlobalId (what a viewer loads first)."""
-    _project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     try:
         return store.manifest(conn, store.glb_cache(settings), project_id)
     except NoModelError as exc:
@@ -77,7 +69,7 @@ def storey_glb(
 ) -> Response:
     """One storey of the current model as glTF binary (nodes named by GlobalId), made on the
     first request and cached; ``outside`` is what no storey contains."""
-    _project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     if storey_id != OUTSIDE and not _STOREY_RE.match(storey_id):
         raise not_found("storey")
     try:
@@ -98,7 +90,7 @@ def storey_glb(
 @router.get("/placements")
 def bim_placements(project_id: ProjectId, p: Current, conn: Conn) -> list[PlacementOut]:
     """Devices and zones placed on the model (stale ones: their GlobalId left the model)."""
-    _project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     return placement.list_placements(conn, project_id)
 
 
@@ -136,7 +128,7 @@ async def upload_bim(
 ) -> ImportReport:
     """Import an IFC file as the project's next model version; placements are re-checked
     against it (those whose GlobalId is gone are kept, marked stale)."""
-    _project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     data = await _read_capped(file, IFC_MAX_BYTES)
     # a display name only: no path, no control characters (NUL cannot be stored)
     base = (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1]

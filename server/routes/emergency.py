@@ -20,7 +20,7 @@ from emergency import duty as dt
 from emergency import incidents as inc
 from emergency import warnings as wn
 from emergency.grading import CITATION, Grade, grade
-from server.deps import Conn, Current, SettingsDep, require
+from server.deps import Conn, Current, SettingsDep, require, scoped_project
 from server.errors import ApiError, forbidden, not_found
 from server.pagination import Page, Paging
 from server.principal import Principal
@@ -71,19 +71,11 @@ def _scoped_incident(conn: Conn, p: Principal, incident_id: int) -> inc.Incident
     return got
 
 
-def _own_project(conn: Conn, p: Principal, project_id: str) -> None:
-    if (
-        not p.sees(project_id)
-        or not conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,)).fetchone()
-    ):
-        raise not_found("project")
-
-
 @router.post("/incidents", status_code=201)
 def report_incident(body: inc.IncidentIn, p: Reporter, conn: Conn) -> inc.IncidentDetail:
     """The first report of an incident of one's project; the report time is now, the grade
     follows from the figures, the one-hour deadline from the incident time."""
-    _own_project(conn, p, body.project_id)
+    scoped_project(conn, p, body.project_id)
     iid = inc.report(conn, body, _by(p))
     return _scoped_incident(conn, p, iid)
 
@@ -92,7 +84,7 @@ def report_incident(body: inc.IncidentIn, p: Reporter, conn: Conn) -> inc.Incide
 def register_incident_notice(body: inc.NoticeIn, p: Regulator, conn: Conn) -> inc.IncidentDetail:
     """Register an incident the project has not reported yet: it awaits the project's report
     and is overdue once the hour is up."""
-    _own_project(conn, p, body.project_id)
+    scoped_project(conn, p, body.project_id)
     iid = inc.register_notice(conn, body, _by(p))
     return _scoped_incident(conn, p, iid)
 
@@ -280,7 +272,7 @@ def put_project_duty_roster(
     project_id: str, body: dt.RosterIn, p: SiteSide, conn: Conn
 ) -> dt.Roster:
     """Replace a project's duty roster: its contacts and shifts (local time)."""
-    _own_project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     dt.put_roster(conn, "project", None, project_id, body, p.label)
     got = dt.get_roster(conn, "project", None, project_id)
     assert got is not None
@@ -289,7 +281,7 @@ def put_project_duty_roster(
 
 @router.get("/duty/projects/{project_id}")
 def get_project_duty_roster(project_id: str, p: Current, conn: Conn) -> dt.Roster:
-    _own_project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     got = dt.get_roster(conn, "project", None, project_id)
     if got is None:
         raise not_found("duty roster")
@@ -308,7 +300,7 @@ def who_is_on_duty_for_project(
     project_id: str, p: Current, conn: Conn, settings: SettingsDep, at: AtQuery = None
 ) -> ProjectOnDuty:
     """Who is on duty for a project now: its own office and its regulator's."""
-    _own_project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     tz, moment = ZoneInfo(settings.alerts_timezone), _at(at)
     own = dt.get_roster(conn, "project", None, project_id)
     row = conn.execute("SELECT district_code FROM projects WHERE id = %s", (project_id,)).fetchone()

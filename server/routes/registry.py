@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from server.audit import personal_read
-from server.deps import Conn, Current, SettingsDep
+from server.deps import Conn, Current, SettingsDep, scoped_project
 from server.errors import ApiError, not_found
 from server.pagination import Page, Paging
 from server.principal import Principal, in_scope
@@ -26,14 +26,6 @@ router = APIRouter(tags=["registry"])
 
 
 # --- scope helpers (also used by the credit routes) ---------------------------------------------
-
-
-def scoped_project(conn: psycopg.Connection, p: Principal, project_id: str) -> None:
-    """404 unless the project exists and is in the caller's scope (the two look alike)."""
-    if not p.sees(project_id):
-        raise not_found("project")
-    if conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,)).fetchone() is None:
-        raise not_found("project")
 
 
 _ENTERPRISE_SCOPE = (

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from alerts.rule_store import RuleChange, RuleError, RuleVersion, delete_rule, put_rule
 from alerts.rules import KEY_RE
-from server.deps import Conn, Current, require
+from server.deps import Conn, Current, require, scoped_project
 from server.errors import ApiError, forbidden, not_found
 from server.pagination import Page, Paging
 from server.principal import Principal, in_scope
@@ -192,14 +192,6 @@ class ZoneRequirement(BaseModel):
     )
 
 
-def _visible_project(conn: psycopg.Connection, p: Principal, project_id: str) -> None:
-    if (
-        not p.sees(project_id)
-        or not conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,)).fetchone()
-    ):
-        raise not_found("project")
-
-
 def _requirements(conn: psycopg.Connection, project_id: str) -> list[ZoneRequirement]:
     rows = conn.execute(
         "SELECT zone, certificate_type FROM zone_certificate_requirements WHERE project_id = %s"
@@ -212,7 +204,7 @@ def _requirements(conn: psycopg.Connection, project_id: str) -> list[ZoneRequire
 @router.get("/api/projects/{project_id}/zone-requirements")
 def get_zone_requirements(project_id: str, p: Current, conn: Conn) -> list[ZoneRequirement]:
     """Certificates each zone of the project requires of whoever works in it."""
-    _visible_project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     return _requirements(conn, project_id)
 
 
@@ -221,7 +213,7 @@ def put_zone_requirements(
     project_id: str, body: list[ZoneRequirement], p: Editor, conn: Conn
 ) -> list[ZoneRequirement]:
     """Replace the project's requirements with ``body`` (all zones at once)."""
-    _visible_project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     with conn.transaction():
         conn.execute(
             "DELETE FROM zone_certificate_requirements WHERE project_id = %s", (project_id,)
@@ -246,7 +238,7 @@ def delete_zone_requirements(
     ] = None,
 ) -> list[ZoneRequirement]:
     """Remove one requirement of a zone, or all of them; the rest are returned."""
-    _visible_project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     conn.execute(
         "DELETE FROM zone_certificate_requirements WHERE project_id = %s AND zone = %s"
         " AND (%s::text IS NULL OR certificate_type = %s)",

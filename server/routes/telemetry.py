@@ -7,13 +7,11 @@ from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-import psycopg
 from fastapi import APIRouter, Path, Query
 
 from server import telemetry
-from server.deps import Conn, Current, SettingsDep
+from server.deps import Conn, Current, SettingsDep, scoped_project
 from server.errors import ApiError, not_found
-from server.principal import Principal
 from server.telemetry import BUCKETS, Chart, DashboardOut, SeriesOut, TelemetryError
 from smartsite.protocol.topics import SEGMENT_PATTERN
 
@@ -24,17 +22,10 @@ DeviceId = Annotated[str, Path(pattern=SEGMENT_PATTERN, description="Device id."
 BUCKET_HELP = f"auto (≤ {telemetry.AUTO_POINTS} points), raw, or one of {', '.join(BUCKETS)}."
 
 
-def _project(conn: psycopg.Connection, p: Principal, project_id: str) -> None:
-    if not p.sees(project_id) or (
-        conn.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,)).fetchone() is None
-    ):
-        raise not_found("project")
-
-
 @router.get("/api/projects/{project_id}/series-catalog")
 def series_catalog(project_id: ProjectId, p: Current, conn: Conn) -> list[SeriesOut]:
     """Every device metric of the project with readings, its unit and latest reading."""
-    _project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     return telemetry.series_catalog(conn, project_id)
 
 
@@ -44,7 +35,7 @@ def project_dashboard(
 ) -> DashboardOut:
     """Devices online/offline, open alerts by level and status, overdue rectifications and
     today's attendance (local day of the alert time zone)."""
-    _project(conn, p, project_id)
+    scoped_project(conn, p, project_id)
     return telemetry.dashboard(conn, project_id, tz=ZoneInfo(settings.alerts_timezone))
 
 
