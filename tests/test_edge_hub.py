@@ -352,6 +352,8 @@ zones:
         assert "P-OTHER-gw" not in res.output
         wait_until(agent.gallery_loaded.is_set, 20, "the gallery loaded")
         wait_until(agent.config_applied.is_set, 20, "the config applied")
+        # the agent and this subscriber get the retained gallery independently
+        wait_until(lambda: bool(sub.json("gallery")), 20, "the subscriber to see the gallery")
         pushed = FaceGallery.model_validate(sub.json("gallery")[-1])
         assert list(pushed.workers) == ["w1"] and agent.gallery_version == pushed.version
         assert agent.config.models.gallery_version == pushed.version
