@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -62,7 +62,13 @@ class Pipeline(Protocol):
 
     def process(self, frame: np.ndarray, ts: datetime) -> list[Any]: ...
 
-    def apply(self, camera: CameraConfig | None = None, *, gallery: Any = None) -> None: ...
+    def apply(
+        self,
+        camera: CameraConfig | None = None,
+        *,
+        gallery: Any = None,
+        roles: Mapping[str, str] | None = None,
+    ) -> None: ...
 
 
 PipelineFactory = Callable[[CameraConfig, EdgeConfig], Pipeline]
@@ -83,7 +89,13 @@ class FrameCounter:
         self.last_shape = frame.shape
         return []
 
-    def apply(self, camera: CameraConfig | None = None, *, gallery: Any = None) -> None:
+    def apply(
+        self,
+        camera: CameraConfig | None = None,
+        *,
+        gallery: Any = None,
+        roles: Mapping[str, str] | None = None,
+    ) -> None:
         if camera is not None:
             self.camera = camera
         if gallery is not None:
@@ -327,9 +339,10 @@ class Agent:
                     f", this gateway runs {want[:12]}: templates would not compare"
                 )
         gallery = Gallery(push.workers if push is not None else {})
+        roles = dict(push.roles) if push is not None else {}
         with self._config_lock:
             for pipe in self.pipelines.values():
-                pipe.apply(gallery=gallery)
+                pipe.apply(gallery=gallery, roles=roles)
             self.gallery = gallery
             self.gallery_version = push.version if push is not None and len(gallery) else None
             self.gallery_error = ""
@@ -347,8 +360,8 @@ class Agent:
         if self.config.config_id:
             detail["config_id"] = self.config.config_id
         detail["zones"] = ",".join(z.id for c in self.config.cameras for z in c.zones)[:200]
-        if self.config.models.gallery_version:
-            detail["gallery_version"] = self.config.models.gallery_version
+        # The gallery loaded, not Config.gallery_version: the hub republishes the gallery
+        # alone when enrolments change, leaving the retained config (and its version) as is.
         if self.gallery is not None:
             detail["gallery_loaded"] = (
                 f"{self.gallery_version or 'none'} ({len(self.gallery)} workers)"

@@ -165,6 +165,7 @@ def _galleries(
             version=export.version,
             model_sha256=export.model_sha256,
             workers=export.workers,
+            roles=export.roles,
         )
         size = len(encode(gallery))
         if size > limits.MAX_GALLERY_BYTES:

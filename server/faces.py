@@ -169,19 +169,13 @@ def enrolment(conn: psycopg.Connection, person_id: str) -> dict[str, object] | N
 
 @dataclass(frozen=True)
 class GalleryExport:
-    """What the hub puts on a project's retained config topic for face recognition."""
+    """A project's enrolled faces as its gateways get them (``FaceGallery``)."""
 
     project_id: str
     version: str  # sha256 of the content: edge devices reload only when it changes
     model_sha256: str  # the recognizer the embeddings were made with
     workers: dict[str, list[float]]  # worker id -> mean template, L2-normalised
-
-    def payload(self) -> dict[str, object]:
-        return {
-            "gallery_version": self.version,
-            "model_sha256": self.model_sha256,
-            "workers": self.workers,
-        }
+    roles: dict[str, str]  # worker id -> trade (zones' allowed_roles), when the registry has one
 
 
 def project_gallery(
@@ -195,7 +189,8 @@ def project_gallery(
     from edge.faces import normalise
 
     rows = conn.execute(
-        "SELECT f.person_id, f.embeddings_encrypted, f.photo_count FROM face_enrolments f"
+        "SELECT f.person_id, f.embeddings_encrypted, f.photo_count, pe.trade"
+        " FROM face_enrolments f"
         " JOIN persons pe ON pe.id = f.person_id AND pe.status = 'active'"
         " JOIN project_workers pw ON pw.person_id = f.person_id AND pw.project_id = %s"
         " AND (pw.left_on IS NULL OR pw.left_on >= current_date)"
@@ -204,8 +199,11 @@ def project_gallery(
     ).fetchall()
     workers = {
         pid: [round(float(x), 6) for x in normalise(_decrypt(key, bytes(tok), n).mean(axis=0))]
-        for pid, tok, n in rows
+        for pid, tok, n, _ in rows
     }
-    canonical = json.dumps({"model": model_sha256, "workers": workers}, sort_keys=True)
+    roles = {pid: trade for pid, _, _, trade in rows if trade}
+    canonical = json.dumps(
+        {"model": model_sha256, "workers": workers, "roles": roles}, sort_keys=True
+    )
     version = hashlib.sha256(canonical.encode()).hexdigest()
-    return GalleryExport(project_id, version, model_sha256, workers)
+    return GalleryExport(project_id, version, model_sha256, workers, roles)

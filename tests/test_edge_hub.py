@@ -289,6 +289,7 @@ def test_pushed_gallery_recognises_the_enrolled_worker_and_others_are_unknown(
         given_by="Worker 1", given_at="2026-03-01T09:30:00+08:00", method="written", document="CF-1"
     )
     enrol(db, key, "w1", embed_photos(faces, photos), faces.recognizer_sha256, consent, "test")
+    db.execute("UPDATE persons SET trade = 'rigger' WHERE id = 'w1'")
 
     # The gateway: a looping folder video of a third photo of w1 and of a stranger.
     _frames(tmp_path / "frames", [OBAMA3, LUCIANO])
@@ -356,6 +357,9 @@ zones:
         wait_until(lambda: bool(sub.json("gallery")), 20, "the subscriber to see the gallery")
         pushed = FaceGallery.model_validate(sub.json("gallery")[-1])
         assert list(pushed.workers) == ["w1"] and agent.gallery_version == pushed.version
+        # w1's trade goes with the gallery: a zone allowing riggers lets w1 in
+        assert pushed.roles == {"w1": "rigger"}
+        assert agent.pipelines[CAMERA].judge.roles == {"w1": "rigger"}
         assert agent.config.models.gallery_version == pushed.version
         assert [z.id for z in agent.config.camera(CAMERA).zones] == ["gate-area"]
         assert agent.config.camera(CAMERA).zones[0].crowd_limit == 4

@@ -426,8 +426,10 @@ def test_project_gallery_for_edge_devices(
     assert project_gallery(db, world["key"], "P1", SFACE_SHA).version == g1.version
     assert project_gallery(db, world["key"], "P2", SFACE_SHA).workers == {}
     assert project_gallery(db, world["key"], "P1", "0" * 64).workers == {}
-    payload = g1.payload()
-    assert set(payload) == {"gallery_version", "model_sha256", "workers"}
+    assert g1.roles == {}  # w1 has no trade in the registry
+    db.execute("UPDATE persons SET trade = 'rigger' WHERE id = 'w1'")
+    g2 = project_gallery(db, world["key"], "P1", SFACE_SHA)
+    assert g2.roles == {"w1": "rigger"} and g2.version != g1.version  # gateways reload
     # the edge side recognises the third photo from the exported template
     image = cv2.imread(str(FACES / "ageitgey_face_recognition/tests/test_images/obama3.jpg"))
     probe = face_models.embed(image, face_models.detect(image)[0])

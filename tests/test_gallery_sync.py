@@ -132,8 +132,8 @@ def site(tmp_path: Path, db: psycopg.Connection, settings: Settings) -> Iterator
 def test_changes_to_a_gallery_are_announced_per_project(
     db: psycopg.Connection, pg_url: str
 ) -> None:
-    """Migration 0017: each change that can alter a project's gallery NOTIFYs its project on
-    'face_gallery', at commit; unrelated changes do not."""
+    """Migrations 0017 and 0018: each change that can alter a project's gallery NOTIFYs its
+    project on 'face_gallery', at commit; unrelated changes do not."""
     from smartsite.db.registry import (
         DeviceIn,
         PersonIn,
@@ -168,6 +168,10 @@ def test_changes_to_a_gallery_are_announced_per_project(
         assert heard() == ["PA", "PB"]  # every project the person works on
         db.execute("UPDATE face_enrolments SET photo_count = 1")
         assert heard() == ["PA", "PB"]
+        db.execute("UPDATE persons SET trade = 'rigger' WHERE id = 'w1'")  # 0018: roles
+        assert heard() == ["PA", "PB"]
+        db.execute("UPDATE persons SET trade = 'rigger', name = 'W 1' WHERE id = 'w1'")
+        assert heard() == []
         db.execute("UPDATE project_workers SET left_on = current_date WHERE project_id = 'PB'")
         assert heard() == ["PB"]
         db.execute("UPDATE project_workers SET role = 'foreman' WHERE project_id = 'PB'")

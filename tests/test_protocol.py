@@ -23,6 +23,7 @@ from smartsite.protocol.messages import (
     Config,
     EdgeAlert,
     Event,
+    FaceGallery,
     FaceMatch,
     Reading,
     Status,
@@ -33,12 +34,20 @@ from smartsite.protocol.messages import (
     encode,
     json_schemas,
 )
-from smartsite.protocol.topics import DEFAULT_PREFIX, Kind, Topic, TopicError, build, parse
+from smartsite.protocol.topics import (
+    DEFAULT_PREFIX,
+    HUB_TO_DEVICE,
+    Kind,
+    Topic,
+    TopicError,
+    build,
+    parse,
+)
 from smartsite.settings import get_settings
 
 P = DEFAULT_PREFIX
 TS = datetime(2026, 5, 1, 8, 30, 15, 123000, tzinfo=UTC)
-DEVICE_KINDS = [k for k in MODELS if k is not Kind.CONFIG]
+DEVICE_KINDS = [k for k in MODELS if k not in HUB_TO_DEVICE]
 
 # --- topics ---------------------------------------------------------------------------------
 
@@ -169,6 +178,14 @@ SAMPLES: dict[Kind, Callable[[], BaseModel]] = {
         ],
         thresholds={"moment_pct": Threshold(warning=90, alarm=100)},
         models={"ppe": "ab" * 32},
+    ),
+    Kind.GALLERY: lambda: FaceGallery(
+        device="gate-1",
+        project="p-1",
+        ts=TS,
+        version="cd" * 32,
+        model_sha256="ef" * 32,
+        workers={"w-17": [0.25] * 16},
     ),
 }
 
@@ -309,7 +326,7 @@ def test_protocol_schema_command_writes_one_schema_per_kind(
         schema = json.loads((out / f"{kind.value}.schema.json").read_text(encoding="utf-8"))
         assert schema["type"] == "object"
         assert schema["properties"]["kind"]["const"] == kind.value
-        if kind is not Kind.CONFIG:
+        if kind not in HUB_TO_DEVICE:
             assert {"id", "device", "ts", "seq"} <= set(schema["required"]), kind
     contract = json.loads((out / "contract.json").read_text())
     assert contract["prefix"] == DEFAULT_PREFIX

@@ -289,6 +289,7 @@ class Config(_Model):
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256, hex.")]
+Short = Annotated[str, Field(max_length=64)]
 Template = Annotated[
     list[Finite], Field(min_length=16, max_length=1024, description="L2-normalised embedding.")
 ]
@@ -310,10 +311,16 @@ class FaceGallery(_Model):
     project: Ident = Field(description="Project whose enrolled workers these are.")
     version: Sha256 = Field(description="sha256 of the content (Config.gallery_version).")
     model_sha256: Sha256 = Field(description="Face recogniser the templates were made with.")
-    workers: dict[Annotated[str, Field(max_length=64)], Template] = Field(
+    workers: dict[Short, Template] = Field(
         default_factory=dict,
         max_length=MAX_GALLERY_WORKERS,
         description="Worker registry id → mean face template (never the ID number).",
+    )
+    roles: dict[Short, Short] = Field(
+        default_factory=dict,
+        max_length=MAX_GALLERY_WORKERS,
+        description="Worker registry id → trade, for zones' allowed_roles (enrolled "
+        "workers with a trade in the registry).",
     )
 
 
@@ -326,6 +333,7 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.ALERT: EdgeAlert,
     Kind.STATUS: Status,
     Kind.CONFIG: Config,
+    Kind.GALLERY: FaceGallery,
 }
 
 
