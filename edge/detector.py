@@ -59,10 +59,13 @@ def letterbox(img: npt.NDArray[np.uint8], size: tuple[int, int]) -> Letterbox:
     if (nh, nw) != (h, w):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     top, left = (th - nh) // 2, (tw - nw) // 2
-    canvas = np.full((th, tw, 3), 114, np.uint8)
-    canvas[top : top + nh, left : left + nw] = img
-    x = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-    return Letterbox(np.ascontiguousarray(x), r, (float(left), float(top)))
+    canvas = cv2.copyMakeBorder(
+        img, top, th - nh - top, left, tw - nw - left, cv2.BORDER_CONSTANT, value=(114, 114, 114)
+    )
+    # one pass for BGR->RGB, HWC->NCHW and 0-1 (numpy's transpose + astype + divide took
+    # 0.6 ms more per 720p frame, 5 % of the frame budget at 416)
+    x = cv2.dnn.blobFromImage(canvas, 1 / 255.0, swapRB=True)
+    return Letterbox(x, r, (float(left), float(top)))
 
 
 class Detector:
