@@ -196,6 +196,9 @@ class PersonTracker:
     def update(self, det: sv.Detections, size: tuple[int, int]) -> Frame:
         """Track the people of one frame (``det``: every class; ``size`` = width, height)."""
         people = _of(det, PERSON)
+        # A person box too unsure to start a track must not claim a head either: the head,
+        # surer than its body (crowds, occlusion), then stands for a person of its own.
+        people = people[people.confidence >= self.min_score]
         ppe = _of(det, *HEAD_CLASSES, *TORSO_CLASSES)
         if len(ppe) == 0:
             ppe = sv.Detections.empty()

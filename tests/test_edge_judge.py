@@ -294,6 +294,23 @@ def test_tracker_marks_ppe_and_makes_proxies_for_lone_heads() -> None:
     assert owners == [int(p.tracker_id[real]), int(p.tracker_id[lone])]
 
 
+def test_a_person_too_unsure_to_track_leaves_its_head_to_a_proxy() -> None:
+    """A bare head seen surely on a body the detector barely sees is still a person without
+    a hard hat (before, the weak body claimed the head and was never tracked: no alert)."""
+    tr = PersonTracker(fps=10, min_score=0.4, ppe_score=0.35)
+    det = sv.Detections(
+        xyxy=np.array([[100, 100, 160, 300], [115, 100, 145, 125]], np.float32),
+        confidence=np.array([0.36, 0.8], np.float32),
+        class_id=np.array([0, 1]),
+        data={"class_name": np.array(["person", "head"], dtype=object)},
+    )
+    for _ in range(3):
+        frame = tr.update(det, SIZE)
+    p = frame.persons
+    assert len(p) == 1 and p.data["proxy"].tolist() == [True]
+    assert p.data["hard_hat"].tolist() == [0.0]
+
+
 def test_proxies_merge_a_head_and_a_hat_on_one_spot() -> None:
     heads = ppe(("head", (100, 100, 130, 130), 0.6), ("hard_hat", (101, 99, 131, 131), 0.5))
     box = proxies(heads, SIZE)
