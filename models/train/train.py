@@ -269,6 +269,7 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
             YOLO(str(last)).train(resume=True, trainer=trainer, device=args.device)
         else:
             run.mkdir(parents=True, exist_ok=True)
+            init = {"pretrained": str(HERE / cand["init"])} if cand.get("init") else {}
             YOLO(cand["model"]).train(
                 trainer=trainer,
                 data=str(data_dir / "data.yaml"),
@@ -281,7 +282,7 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
                 name=name,
                 exist_ok=True,
                 save_period=1,
-                **config["train"],
+                **{**config["train"], **init},
             )
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: record the session, then stop
         interrupted = exc
@@ -293,6 +294,9 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
         "data_hash": data_hash(data_dir),
         "epochs_planned": epochs,
     }
+    if cand.get("init"):  # the starting weights, so the chain of runs stays traceable
+        meta["init"] = cand["init"]
+        meta["init_sha256"] = sha256_bytes((HERE / cand["init"]).read_bytes())
     entry = {
         "started": started,
         "wall_s": round(wall, 1),
