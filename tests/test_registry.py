@@ -83,6 +83,13 @@ def test_updating_a_person_keeps_one_row(registered: psycopg.Connection) -> None
     ]
 
 
+def test_a_trade_longer_than_the_edge_gallery_takes_is_refused() -> None:
+    """The trade travels to the gateways in FaceGallery.roles (64 characters at most)."""
+    with pytest.raises(ValidationError) as err:
+        PersonIn(id="w-9", name="李四", id_number=NUMBER, trade="x" * 65)
+    assert [e["loc"] for e in err.value.errors()] == [("trade",)]
+
+
 @pytest.mark.parametrize(
     ("number", "message"),
     [

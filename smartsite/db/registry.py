@@ -65,7 +65,9 @@ class PersonIn(_In):
         AfterValidator(lambda s: SecretStr(identifiers.validate_id_number(s.get_secret_value()))),
     ] = Field(description="18-digit resident ID number; stored hashed, masked and encrypted.")
     employer_uscc: Uscc | None = None
-    trade: str = ""
+    trade: str = Field(
+        "", max_length=64, description="Trade, matched by zones' allowed_roles at the edge."
+    )
 
 
 class DeviceIn(_In):
