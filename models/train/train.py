@@ -5,7 +5,9 @@
 
 Resumable: a run lives in ``models/train/runs/<name>/`` (name = candidate + strategy); when
 ``weights/last.pt`` is there and the schedule is not finished, training resumes from it
-(ultralytics ``resume=True``). Each session appends where and how long it ran to
+(ultralytics ``resume=True``). A finished run cannot be resumed (ultralytics strips its
+optimizer); a candidate with ``init: runs/<name>/weights/last.pt`` continues from its weights
+with a fresh schedule instead. Each session appends where and how long it ran to
 ``runs/<name>/training.json``. ``--export`` writes the ONNX (fixed input, metadata_props:
 names, imgsz, stride, data_hash, licence, recipe_hash), checks it against the PyTorch model on
 the same val images (max abs diff of the raw outputs, printed), and with ``export.int8`` a
