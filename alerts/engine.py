@@ -46,7 +46,7 @@ from alerts.rule_store import load_rules, rules_version, seed_defaults
 from alerts.rules import Device, Level, RuleBook, RuleKind, RuleRow
 from ingest.decode import Accepted, decode
 from smartsite.db import CONNECTION_ERRORS, connect
-from smartsite.mqtt import Delivery, ack, connect_persistent, make_client
+from smartsite.mqtt import Delivery, ack, connect_persistent, make_client, ready_at_suback
 from smartsite.protocol.messages import EdgeAlert, Telemetry
 from smartsite.protocol.topics import Kind
 from smartsite.settings import MqttEndpoint, Settings
@@ -126,7 +126,7 @@ class AlertEngine:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
+        self._client.on_subscribe = ready_at_suback(self.connected, "alert engine")
         self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -190,15 +190,6 @@ class AlertEngine:
             [(f"{prefix}/+/+/{Kind.TELEMETRY.value}", 1), (f"{prefix}/+/+/{Kind.ALERT.value}", 1)]
         )
         log.info("alert engine connected (session present: %s)", flags.session_present)
-
-    def _on_subscribe(
-        self, _c: mqtt.Client, _u: object, _mid: int, codes: list, _p: object
-    ) -> None:  # type: ignore[type-arg]
-        # Ready once the broker holds the subscriptions (SUBACK), not at CONNACK.
-        if all(not getattr(c, "is_failure", False) for c in codes):
-            self.connected.set()
-        else:
-            log.error("alert engine: the broker refused a subscription: %s", codes)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object

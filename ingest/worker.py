@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from ingest import metrics
 from ingest.store import Outcome, store_main
-from smartsite.mqtt import Delivery, ack, connect_persistent, make_client
+from smartsite.mqtt import Delivery, ack, connect_persistent, make_client, ready_at_suback
 from smartsite.protocol.topics import ingest_filter
 from smartsite.settings import MqttEndpoint, Settings
 
@@ -73,7 +73,7 @@ class IngestWorker:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
+        self._client.on_subscribe = ready_at_suback(self.connected, self.name)
         self._stores: list[_StoreHandle] = []
         self._feeder = threading.Thread(target=self._feed, name=f"{name}-feed", daemon=True)
         self._collector = threading.Thread(target=self._collect, name=f"{name}-acks", daemon=True)
@@ -145,16 +145,6 @@ class IngestWorker:
         # subscriptions from its persistence file after a restart. Re-subscribing is harmless.
         client.subscribe(ingest_filter(self.settings.topic_prefix, self.shared_group), qos=1)
         log.info("%s: connected (session present: %s)", self.name, flags.session_present)
-
-    def _on_subscribe(
-        self, _c: mqtt.Client, _u: object, _mid: int, codes: list, _p: object
-    ) -> None:  # type: ignore[type-arg]
-        # Ready only once the broker holds the subscription (SUBACK): a message published
-        # between CONNACK and SUBACK on a fresh session would not be queued for us.
-        if all(not getattr(c, "is_failure", False) for c in codes):
-            self.connected.set()
-        else:
-            log.error("%s: the broker refused the subscription: %s", self.name, codes)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object

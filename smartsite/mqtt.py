@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -13,6 +16,8 @@ from smartsite.settings import MqttEndpoint
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class Delivery:
@@ -23,6 +28,20 @@ class Delivery:
     qos: int
     topic: str
     payload: bytes
+
+
+def ready_at_suback(ready: threading.Event, name: str) -> Callable[..., None]:
+    """An ``on_subscribe`` callback that sets ``ready`` once the broker holds every
+    subscription (SUBACK), not at CONNACK: a message published between the two on a fresh
+    session would not be queued for the subscriber."""
+
+    def on_subscribe(_c: object, _u: object, _mid: int, codes: list[object], _p: object) -> None:
+        if all(not getattr(c, "is_failure", False) for c in codes):
+            ready.set()
+        else:
+            log.error("%s: the broker refused a subscription: %s", name, codes)
+
+    return on_subscribe
 
 
 def ack(client: mqtt.Client, deliveries: list[Delivery], generation: int) -> None:
