@@ -46,6 +46,7 @@ LICENCE = "AGPL-3.0"
 # dataloader workers inherit them).
 _MASKS: dict[str, np.ndarray] = {}  # image file name -> class mask (1 = labelled)
 _BLUR = {"p": 0.0, "max_kernel": 7}
+_THREADS = 2  # --threads
 
 
 def sha256_bytes(b: bytes) -> str:
@@ -203,6 +204,11 @@ def _trainer_class():
     ds_cls = _dataset_class()
 
     class SiteTrainer(DetectionTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # ultralytics' select_device sets cpu_count - 1 threads: one on a 2-core machine
+            torch.set_num_threads(_THREADS)
+
         def build_dataset(self, img_path, mode="train", batch=None):
             if mode != "train":
                 return super().build_dataset(img_path, mode, batch)
@@ -257,6 +263,8 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
     last = run / "weights" / "last.pt"
     epochs = args.epochs or cand["epochs"]
     recipe = make_recipe(config, candidate, args.strategy, epochs)
+    global _THREADS
+    _THREADS = args.threads
     torch.set_num_threads(args.threads)
     trainer = _trainer_class()
     before = epochs_done(run)
