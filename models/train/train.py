@@ -316,7 +316,7 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
         "gpu": torch.cuda.get_device_name(0) if args.device != "cpu" else None,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": _THREADS,  # ultralytics resets the count by the end: record what ran
         "host": platform.node(),
         "torch": torch.__version__,
         "ultralytics": __import__("ultralytics").__version__,
