@@ -131,36 +131,29 @@ class Detector:
     ) -> Detections:
         """Raw head output -> boxes in original pixels, per-class NMS at ``iou``."""
         iou = self.iou if iou is None else iou
-        out = out.T  # (anchors, 4 + nc)
-        scores_all = out[:, 4 : 4 + self.nc]
-        # Every (anchor, class) pair above the threshold is a candidate (ultralytics'
+        scores_all = out[4 : 4 + self.nc]  # (nc, anchors): rows stay contiguous
+        # Every (class, anchor) pair above the threshold is a candidate (ultralytics'
         # multi-label NMS): an anchor may be both a hard hat and, less surely, a head.
-        idx, cls = np.nonzero(scores_all > conf)
+        cls, idx = np.nonzero(scores_all > conf)
         empty = Detections(
             np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
         )
         if len(idx) == 0:
             return empty
-        scores = scores_all[idx, cls].astype(np.float32)
-        cx, cy, w, h = (out[idx, k] for k in range(4))
+        scores = scores_all[cls, idx].astype(np.float32)
+        cx, cy, w, h = out[:4, idx]
         left, top = lb.pad
-        x1 = (cx - w / 2 - left) / lb.ratio
-        y1 = (cy - h / 2 - top) / lb.ratio
-        x2 = (cx + w / 2 - left) / lb.ratio
-        y2 = (cy + h / 2 - top) / lb.ratio
         ih, iw = shape
-        boxes = np.stack(
-            [np.clip(x1, 0, iw), np.clip(y1, 0, ih), np.clip(x2, 0, iw), np.clip(y2, 0, ih)], 1
-        ).astype(np.float32)
-        keep: list[int] = []
-        for c in np.unique(cls):
-            sel = np.nonzero(cls == c)[0]
-            b = boxes[sel]
-            xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
-            kept = cv2.dnn.NMSBoxes(xywh.tolist(), scores[sel].tolist(), conf, iou)
-            keep.extend(sel[np.asarray(kept, dtype=np.int64).reshape(-1)].tolist())
-        if not keep:
+        x1 = np.clip((cx - w / 2 - left) / lb.ratio, 0, iw)
+        y1 = np.clip((cy - h / 2 - top) / lb.ratio, 0, ih)
+        x2 = np.clip((cx + w / 2 - left) / lb.ratio, 0, iw)
+        y2 = np.clip((cy + h / 2 - top) / lb.ratio, 0, ih)
+        boxes = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
+        xywh = np.stack([x1, y1, x2 - x1, y2 - y1], 1).astype(np.float64)
+        # per-class NMS in one call (boxes of different classes never suppress each other)
+        keep = cv2.dnn.NMSBoxesBatched(xywh, scores, cls.astype(np.int32), conf, iou)
+        if len(keep) == 0:
             return empty
-        k = np.asarray(keep, dtype=np.int64)
+        k = np.asarray(keep, dtype=np.int64).reshape(-1)
         k = k[np.argsort(-scores[k], kind="stable")][: self.max_det]
         return Detections(boxes[k], scores[k], cls[k].astype(np.int64))

@@ -273,6 +273,7 @@ def bench_edge(
     ultralytics: Annotated[
         bool, typer.Option(help="Also measure ultralytics track (training venv).")
     ] = True,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of the three; medians reported.")] = 3,
 ) -> None:
     """Edge pipeline frames/s vs bare onnxruntime inference and ultralytics predict + track."""
     import tempfile
@@ -292,6 +293,7 @@ def bench_edge(
             threads=threads,
             max_frames=max_frames,
             ultralytics=ultralytics,
+            rounds=rounds,
             say=lambda m: console.print(escape(str(m))),
         )
     print(json.dumps(result))
