@@ -173,6 +173,22 @@ def precision_recall(
     return precision, recall
 
 
+def class_figures(
+    records: ClassRecords, operating: list[tuple[npt.NDArray, npt.NDArray, npt.NDArray]]
+) -> dict[str, float | int | None]:
+    """One class's line of the report: AP50, AP50-95 (all detections), precision and recall
+    (``operating``: the detections kept at the operating threshold), ground-truth count."""
+    ap = records.ap()
+    p, r = precision_recall(operating)
+    return {
+        "ap50": None if ap is None else round(float(ap[0]), 4),
+        "ap50_95": None if ap is None else round(float(ap.mean()), 4),
+        "precision": None if p is None else round(p, 4),
+        "recall": None if r is None else round(r, 4),
+        "instances": records.n_gt,
+    }
+
+
 # --- the folder ----------------------------------------------------------------------------------
 
 
@@ -320,17 +336,7 @@ def evaluate(
             ap_rec[c].add_image(low.boxes[sel], low.scores[sel], g)
             op = edge.class_ids == c
             op_rec[c].append((edge.boxes[op], edge.scores[op], g))
-    per_class: dict[str, dict[str, float | int | None]] = {}
-    for c, name in enumerate(det.names):
-        ap = ap_rec[c].ap()
-        p, r = precision_recall(op_rec[c])
-        per_class[name] = {
-            "ap50": None if ap is None else round(float(ap[0]), 4),
-            "ap50_95": None if ap is None else round(float(ap.mean()), 4),
-            "precision": None if p is None else round(p, 4),
-            "recall": None if r is None else round(r, 4),
-            "instances": ap_rec[c].n_gt,
-        }
+    per_class = {name: class_figures(ap_rec[c], op_rec[c]) for c, name in enumerate(det.names)}
     latency = 0.0
     if first is not None and latency_runs:
         op_det = Detector(model, threads=threads)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -26,15 +24,17 @@ import onnxruntime as ort
 
 from models.eval import (
     ClassRecords,
+    class_figures,
     evaluate,
     map_class_name,
+    measure_latency,
     open_folder,
-    precision_recall,
     read_labels,
 )
 from models.registry import committed_path
 
 PERSON = "person"
+OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 
 
 class TfSsd:
@@ -46,7 +46,9 @@ class TfSsd:
         so.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        names = [o.name for o in self.session.get_outputs()]
+        # TF names carry a ":0" suffix; take each output by its TF OD API name
+        self.outputs = [next(n for n in names if n.startswith(key)) for key in OUTPUTS]
         self.size = size
         self.person_id = person_id
 
@@ -56,11 +58,9 @@ class TfSsd:
         h, w = img.shape[:2]
         # the package's own preprocessing: stretch to 300x300, RGB, uint8
         x = cv2.cvtColor(cv2.resize(img, (self.size, self.size)), cv2.COLOR_BGR2RGB)[None]
-        out = dict(zip(self.outputs, self.session.run(None, {self.input: x}), strict=True))
-        n = int(next(v for k, v in out.items() if k.startswith("num_detections"))[0])
-        boxes = next(v for k, v in out.items() if k.startswith("detection_boxes"))[0][:n]
-        scores = next(v for k, v in out.items() if k.startswith("detection_scores"))[0][:n]
-        classes = next(v for k, v in out.items() if k.startswith("detection_classes"))[0][:n]
+        num, boxes, scores, classes = self.session.run(self.outputs, {self.input: x})
+        n = int(num[0])
+        boxes, scores, classes = boxes[0][:n], scores[0][:n], classes[0][:n]
         keep = classes.astype(int) == self.person_id
         b = boxes[keep].astype(np.float64) * [h, w, h, w]
         return b[:, [1, 0, 3, 2]], scores[keep].astype(np.float64)
@@ -87,22 +87,8 @@ def score_ssd(model: Path, root: Path, split: str, conf: float, threads: int) ->
         b, s = ssd.detect(img)
         rec.add_image(b, s, gt)
         op.append((b[s >= conf], s[s >= conf], gt))
-    ap = rec.ap()
-    precision, recall = precision_recall(op)
-    times = []
-    for _ in range(50):
-        t0 = time.perf_counter()
-        ssd.detect(first)
-        times.append((time.perf_counter() - t0) * 1000)
-    return {
-        "ap50": None if ap is None else round(float(ap[0]), 4),
-        "ap50_95": None if ap is None else round(float(ap.mean()), 4),
-        "precision": None if precision is None else round(precision, 4),
-        "recall": None if recall is None else round(recall, 4),
-        "instances": rec.n_gt,
-        "images": images,
-        "latency_ms": round(statistics.median(times), 2),
-    }
+    latency = round(measure_latency(ssd, first), 2) if first is not None else 0.0
+    return {**class_figures(rec, op), "images": images, "latency_ms": latency}
 
 
 def main(argv: list[str] | None = None) -> None:

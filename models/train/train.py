@@ -46,7 +46,6 @@ LICENCE = "AGPL-3.0"
 # dataloader workers inherit them).
 _MASKS: dict[str, np.ndarray] = {}  # image file name -> class mask (1 = labelled)
 _BLUR = {"p": 0.0, "max_kernel": 7}
-_THREADS = 2  # --threads
 
 
 def sha256_bytes(b: bytes) -> str:
@@ -195,7 +194,7 @@ def _patch_loss() -> None:
     v8DetectionLoss._site_masked = True
 
 
-def _trainer_class():
+def _trainer_class(threads: int):
     from ultralytics.data.build import get_split_fraction
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils import colorstr
@@ -207,7 +206,7 @@ def _trainer_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             # ultralytics' select_device sets cpu_count - 1 threads: one on a 2-core machine
-            torch.set_num_threads(_THREADS)
+            torch.set_num_threads(threads)
 
         def build_dataset(self, img_path, mode="train", batch=None):
             if mode != "train":
@@ -263,10 +262,8 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
     last = run / "weights" / "last.pt"
     epochs = args.epochs or cand["epochs"]
     recipe = make_recipe(config, candidate, args.strategy, epochs)
-    global _THREADS
-    _THREADS = args.threads
     torch.set_num_threads(args.threads)
-    trainer = _trainer_class()
+    trainer = _trainer_class(args.threads)
     before = epochs_done(run)
     t0, started = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if last.is_file() and before >= epochs:
@@ -316,7 +313,7 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
         "gpu": torch.cuda.get_device_name(0) if args.device != "cpu" else None,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": _THREADS,  # ultralytics resets the count by the end: record what ran
+        "torch_threads": args.threads,  # ultralytics resets the count by the end: record what ran
         "host": platform.node(),
         "torch": torch.__version__,
         "ultralytics": __import__("ultralytics").__version__,
