@@ -169,13 +169,6 @@ def _iou(a, b) -> float:
 
 
 @pytest.mark.skipif(not MODEL.exists(), reason=f"no committed PPE detector at {MODEL}")
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4 acceptance, open: the committed PPE model (67 CPU epochs) alerts exactly "
-    "once for 4 of the 8 people without a hard hat: the three grey-haired men of the first photo "
-    "are taken for hard hats, one shaved head of the second scores below min_score; strict, so "
-    "a model that passes must drop this marker",
-)
 def test_real_detector_one_no_hard_hat_alert_per_person(broker) -> None:
     """The acceptance: photos of people without hard hats (held-out test split) as a video
     -> exactly one `no hard hat` alert per person, with evidence, received by a subscriber."""
