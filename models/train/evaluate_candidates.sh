@@ -13,9 +13,10 @@ mkdir -p "$OUT"
 here=$(cd "$(dirname "$0")" && pwd)
 for run in "$here"/runs/*/; do
   name=$(basename "$run")
-  [ -f "$run/weights/best.pt" ] || continue
+  [ -f "$run/weights/last.pt" ] || continue
   cand=${name%-masked}; cand=${cand%-naive}; strategy=${name##*-}
-  sizes=${SIZES:-$(python3 -c "import sys;print(sys.argv[1].rsplit('-',1)[1])" "$cand")}
+  # the size the run trained at (its args.yaml), unless SIZES names others
+  sizes=${SIZES:-$(sed -n 's/^imgsz: //p' "$run/args.yaml")}
   for imgsz in $sizes; do
     onnx="$OUT/$name-$imgsz.onnx"
     "$TRAIN_PY" "$here/train.py" --data "$DATA" --candidate "$cand" --strategy "$strategy" \
