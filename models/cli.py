@@ -97,6 +97,13 @@ def eval_models(
     ] = False,
     latency_runs: Annotated[int, typer.Option(help="Runs for the median latency.")] = 50,
     limit: Annotated[int | None, typer.Option(help="First N images only.")] = None,
+    by_source: Annotated[
+        bool,
+        typer.Option(
+            "--by-source",
+            help="Also AP50 per class and source (needs the folder's classes_labelled.json).",
+        ),
+    ] = False,
 ) -> None:
     """Per-class AP50, AP50-95, precision and recall of the PPE detector on FOLDER, through
     the edge's runtime (edge/detector.py); ends with one JSON line."""
@@ -118,6 +125,7 @@ def eval_models(
             use_sidecar=not all_images,
             latency_runs=latency_runs,
             limit=limit,
+            by_source=by_source,
         )
     except (OSError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
@@ -145,6 +153,12 @@ def eval_models(
             fmt(m["recall"]),
         )
     console.print(table)
+    if res.per_source is not None:
+        by = Table("source", *res.per_class, title="AP50 per source (instances)")
+        for src, classes in res.per_source.items():
+            cells = [classes.get(n) for n in res.per_class]
+            by.add_row(src, *(f"{c['ap50']:.3f} ({c['instances']})" if c else "-" for c in cells))
+        console.print(by)
     scope = "images whose source labels the class" if res.labelled_only else "every image"
     console.print(
         f"{res.images} images; each class scored on {scope}; latency {res.latency_ms} ms "

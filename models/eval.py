@@ -14,7 +14,8 @@ runs through :class:`edge.detector.Detector`, the code the edge agent runs.
 - Precision and recall are at the operating threshold (the edge's, 0.25 by default), IoU 0.5.
 - When the folder holds a ``classes_labelled.json`` (written by ``smartsite datasets build``),
   a class is scored only on the images whose source labels it: a vest detected on a photo
-  whose source never boxes vests is neither a false positive nor a miss.
+  whose source never boxes vests is neither a false positive nor a miss. With it,
+  ``by_source`` also reports AP50 per source, to show which source's drawing a class misses.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ class Folder:
     image_dir: Path
     names: list[str]
     labelled: dict[str, set[str]] | None  # image name -> model classes its source labels
+    sources: dict[str, str] | None  # image name -> source (classes_labelled.json)
 
 
 def _names(data: dict) -> list[str]:
@@ -230,14 +232,13 @@ def open_folder(root: Path, split: str | None = None, use_sidecar: bool = True) 
     parts[i] = "labels"
     label_dir = Path(*parts)
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    labelled = None
+    labelled = sources = None
     side = root / "classes_labelled.json"
     if use_sidecar and side.is_file():
         doc = json.loads(side.read_text())
-        labelled = {
-            Path(k).name: set(doc["sources"][src]["labelled"]) for k, src in doc["images"].items()
-        }
-    return Folder(images, label_dir, image_dir, names, labelled)
+        sources = {Path(k).name: src for k, src in doc["images"].items()}
+        labelled = {k: set(doc["sources"][src]["labelled"]) for k, src in sources.items()}
+    return Folder(images, label_dir, image_dir, names, labelled, sources)
 
 
 def read_labels(path: Path, w: int, h: int) -> tuple[npt.NDArray[np.int64], npt.NDArray]:
@@ -261,17 +262,20 @@ class EvalResult:
     unknown: list[str]
     images: int
     labelled_only: bool
+    # source -> class -> {"ap50", "instances"}; only with by_source
+    per_source: dict[str, dict[str, dict[str, float | int | None]]] | None = None
 
     def json_line(self) -> str:
-        return json.dumps(
-            {
-                "eval": "detector",
-                "per_class": self.per_class,
-                "latency_ms": self.latency_ms,
-                "images": self.images,
-                "labelled_only": self.labelled_only,
-            }
-        )
+        doc = {
+            "eval": "detector",
+            "per_class": self.per_class,
+            "latency_ms": self.latency_ms,
+            "images": self.images,
+            "labelled_only": self.labelled_only,
+        }
+        if self.per_source is not None:
+            doc["per_source"] = self.per_source
+        return json.dumps(doc)
 
 
 def measure_latency(detector, image: npt.NDArray[np.uint8], runs: int = 50) -> float:
@@ -295,6 +299,7 @@ def evaluate(
     use_sidecar: bool = True,
     latency_runs: int = 50,
     limit: int | None = None,
+    by_source: bool = False,
 ) -> EvalResult:
     import cv2
 
@@ -302,12 +307,18 @@ def evaluate(
 
     det = Detector(model, threads=threads, conf=EVAL_CONF, iou=EVAL_IOU)
     folder = open_folder(root, split, use_sidecar)
+    if by_source and folder.sources is None:
+        raise ValueError(
+            "per-source figures need the folder's classes_labelled.json (written by "
+            f"smartsite datasets build), and not --all-images: {root} has none"
+        )
     mapping = {n: map_class_name(n, det.names) for n in folder.names}
     unknown = [n for n, m in mapping.items() if m is None]
     id_map = {i: det.names.index(m) for i, (n, m) in enumerate(mapping.items()) if m}
     images = folder.images[:limit] if limit else folder.images
     ap_rec = [ClassRecords() for _ in det.names]
     op_rec: list[list[tuple]] = [[] for _ in det.names]
+    src_rec: dict[str, list[ClassRecords]] = {}
 
     first = None
     for p in images:
@@ -334,13 +345,33 @@ def evaluate(
             g = gboxes[gcls == c]
             sel = low.class_ids == c
             ap_rec[c].add_image(low.boxes[sel], low.scores[sel], g)
+            if by_source and folder.sources is not None:
+                src = folder.sources.get(p.name, "(unknown)")
+                recs = src_rec.setdefault(src, [ClassRecords() for _ in det.names])
+                recs[c].add_image(low.boxes[sel], low.scores[sel], g)
             op = edge.class_ids == c
             op_rec[c].append((edge.boxes[op], edge.scores[op], g))
     per_class = {name: class_figures(ap_rec[c], op_rec[c]) for c, name in enumerate(det.names)}
+    per_source = None
+    if by_source:
+        per_source = {
+            src: {
+                name: {"ap50": round(float(ap[0]), 4), "instances": recs[c].n_gt}
+                for c, name in enumerate(det.names)
+                if (ap := recs[c].ap()) is not None
+            }
+            for src, recs in sorted(src_rec.items())
+        }
     latency = 0.0
     if first is not None and latency_runs:
         op_det = Detector(model, threads=threads)
         latency = round(measure_latency(op_det, first, latency_runs), 2)
     return EvalResult(
-        per_class, latency, mapping, unknown, len(images), folder.labelled is not None
+        per_class,
+        latency,
+        mapping,
+        unknown,
+        len(images),
+        folder.labelled is not None,
+        per_source,
     )

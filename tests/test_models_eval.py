@@ -225,3 +225,48 @@ def test_eval_matches_perfect_labels(tmp_path: Path) -> None:
         # a subset of them, all hits
         assert m["ap50"] == pytest.approx(1.0, abs=0.01)
         assert m["precision"] == pytest.approx(1.0)
+
+
+@needs_model
+@needs_photos
+def test_eval_by_source_scores_each_source_apart(tmp_path: Path) -> None:
+    """Source "a" is labelled with the model's own boxes, source "b" with the same boxes
+    moved off their objects: `--by-source` shows a perfect "a" and a failing "b", where the
+    pooled AP50 hides which source the misses come from."""
+    from smartsite.cli import app
+
+    root = _tiny_folder(tmp_path, 4)
+    (root / "data.yaml").write_text(yaml.safe_dump({"names": CLASSES}))
+    det = Detector(MODEL, threads=2, conf=0.3, iou=EVAL_IOU)
+    images: dict[str, str] = {}
+    for i, img_path in enumerate(sorted((root / "images").iterdir())):
+        src = "a" if i < 2 else "b"
+        img = cv2.imread(str(img_path))
+        h, w = img.shape[:2]
+        out = det.detect(img)
+        lines = []
+        for (x1, y1, x2, y2), c in zip(out.boxes, out.class_ids, strict=True):
+            cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+            if src == "b":  # a quarter of the box on the object at most: IoU < 0.5
+                cx, cy = (cx + 0.75 * bw) % 1.0, (cy + 0.75 * bh) % 1.0
+            lines.append(f"{c} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
+        (root / "labels" / (img_path.stem + ".txt")).write_text("\n".join(lines))
+        images[f"images/{img_path.name}"] = src
+    runner = CliRunner()
+    args = ["models", "eval", str(root), "--model", str(MODEL), "--latency-runs", "0"]
+    res = runner.invoke(app, [*args, "--by-source"])
+    assert res.exit_code == 2
+    assert "classes_labelled.json" in res.output  # says what is missing
+
+    everything = {"labelled": CLASSES}
+    sidecar = {"sources": {"a": everything, "b": everything}, "images": images}
+    (root / "classes_labelled.json").write_text(json.dumps(sidecar))
+    res = runner.invoke(app, [*args, "--by-source"])
+    assert res.exit_code == 0, res.output
+    assert "AP50 per source" in res.output
+    per_source = json.loads(res.output.strip().splitlines()[-1])["per_source"]
+    assert set(per_source) == {"a", "b"} and per_source["a"] and per_source["b"]
+    for m in per_source["a"].values():
+        assert m["ap50"] == pytest.approx(1.0, abs=0.01)
+    for m in per_source["b"].values():
+        assert m["ap50"] < 0.5
