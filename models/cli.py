@@ -154,7 +154,10 @@ def eval_models(
         )
     console.print(table)
     if res.per_source is not None:
-        by = Table("source", *res.per_class, title="AP50 per source (instances)")
+        by = Table(title="AP50 per source (instances)")
+        by.add_column("source", overflow="fold")  # names tell the sources apart: no ellipsis
+        for name in res.per_class:
+            by.add_column(name)
         for src, classes in res.per_source.items():
             cells = [classes.get(n) for n in res.per_class]
             by.add_row(src, *(f"{c['ap50']:.3f} ({c['instances']})" if c else "-" for c in cells))

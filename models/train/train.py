@@ -194,7 +194,7 @@ def _patch_loss() -> None:
     v8DetectionLoss._site_masked = True
 
 
-def _trainer_class(threads: int):
+def _trainer_class(threads: int, class_weights: dict[str, float] | None = None):
     from ultralytics.data.build import get_split_fraction
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils import colorstr
@@ -207,6 +207,18 @@ def _trainer_class(threads: int):
             super().__init__(*args, **kwargs)
             # ultralytics' select_device sets cpu_count - 1 threads: one on a 2-core machine
             torch.set_num_threads(threads)
+
+        def set_class_weights(self):
+            """The candidate's ``class_weights`` (by class name, default 1) scale each class's
+            BCE, positives and negatives alike; the masked loss multiplies them by the mask."""
+            super().set_class_weights()
+            if class_weights:
+                names = [self.data["names"][i] for i in range(self.data["nc"])]
+                unknown = sorted(set(class_weights) - set(names))
+                if unknown:
+                    raise ValueError(f"ppe.yaml class_weights: unknown classes {unknown}")
+                w = [float(class_weights.get(n, 1.0)) for n in names]
+                unwrap_model(self.model).class_weights = torch.tensor(w, device=self.device)
 
         def build_dataset(self, img_path, mode="train", batch=None):
             if mode != "train":
@@ -263,7 +275,7 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
     epochs = args.epochs or cand["epochs"]
     recipe = make_recipe(config, candidate, args.strategy, epochs)
     torch.set_num_threads(args.threads)
-    trainer = _trainer_class(args.threads)
+    trainer = _trainer_class(args.threads, cand.get("class_weights"))
     before = epochs_done(run)
     t0, started = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if last.is_file() and before >= epochs:
