@@ -16,6 +16,7 @@ dynamic-quantized variant next to it.
 Missing classes: ``strategy: masked`` multiplies, per image, the classification BCE by the
 source's class mask from ``classes_labelled.json`` (mosaic: the AND of the tiles' masks), so a
 hard-hat photo with unboxed vests teaches nothing about vests; ``naive`` trains on the union.
+A candidate's ``class_weights`` (class name -> factor) scales those classes' BCE on top.
 """
 
 from __future__ import annotations
