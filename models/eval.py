@@ -337,6 +337,10 @@ def evaluate(
         low = det.decode(raw, lb, (h, w), EVAL_CONF)  # for AP: low threshold, val's NMS
         edge = det.decode(raw, lb, (h, w), conf, DEFAULT_IOU)  # what the edge keeps
         labelled = folder.labelled.get(p.name) if folder.labelled is not None else None
+        src_recs = None
+        if by_source and folder.sources is not None:
+            src = folder.sources.get(p.name, "(unknown)")
+            src_recs = src_rec.setdefault(src, [ClassRecords() for _ in det.names])
         for c, name in enumerate(det.names):
             if labelled is not None and name not in labelled:
                 continue
@@ -345,10 +349,8 @@ def evaluate(
             g = gboxes[gcls == c]
             sel = low.class_ids == c
             ap_rec[c].add_image(low.boxes[sel], low.scores[sel], g)
-            if by_source and folder.sources is not None:
-                src = folder.sources.get(p.name, "(unknown)")
-                recs = src_rec.setdefault(src, [ClassRecords() for _ in det.names])
-                recs[c].add_image(low.boxes[sel], low.scores[sel], g)
+            if src_recs is not None:
+                src_recs[c].add_image(low.boxes[sel], low.scores[sel], g)
             op = edge.class_ids == c
             op_rec[c].append((edge.boxes[op], edge.scores[op], g))
     per_class = {name: class_figures(ap_rec[c], op_rec[c]) for c, name in enumerate(det.names)}

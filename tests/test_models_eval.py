@@ -199,19 +199,21 @@ def test_eval_cli_ends_with_the_json_line(tmp_path: Path) -> None:
     assert last["per_class"]["hard_hat"]["ap50"] is not None
 
 
-def _label_with_model_boxes(root: Path, img_path: Path, shift: float = 0.0) -> None:
-    """Write the model's confident boxes (the AP run's NMS) as the image's labels, each moved
-    by ``shift`` of its own size right and down (wrapping)."""
+def _label_with_model_boxes(root: Path, shift_of: dict[str, float] | None = None) -> None:
+    """Write the model's confident boxes (the AP run's NMS) as each image's labels, moved by
+    ``shift_of[image name]`` (default 0) of their own size right and down (wrapping)."""
     det = Detector(MODEL, threads=2, conf=0.3, iou=EVAL_IOU)
-    img = cv2.imread(str(img_path))
-    h, w = img.shape[:2]
-    out = det.detect(img)
-    lines = []
-    for (x1, y1, x2, y2), c in zip(out.boxes, out.class_ids, strict=True):
-        cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
-        cx, cy = (cx + shift * bw) % 1.0, (cy + shift * bh) % 1.0
-        lines.append(f"{c} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
-    (root / "labels" / (img_path.stem + ".txt")).write_text("\n".join(lines))
+    for img_path in (root / "images").iterdir():
+        shift = (shift_of or {}).get(img_path.name, 0.0)
+        img = cv2.imread(str(img_path))
+        h, w = img.shape[:2]
+        out = det.detect(img)
+        lines = []
+        for (x1, y1, x2, y2), c in zip(out.boxes, out.class_ids, strict=True):
+            cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+            cx, cy = (cx + shift * bw) % 1.0, (cy + shift * bh) % 1.0
+            lines.append(f"{c} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
+        (root / "labels" / (img_path.stem + ".txt")).write_text("\n".join(lines))
 
 
 @needs_model
@@ -222,8 +224,7 @@ def test_eval_matches_perfect_labels(tmp_path: Path) -> None:
     consistent end to end (AP50-95 too: the boxes are the same up to label rounding)."""
     root = _tiny_folder(tmp_path, 3)
     (root / "data.yaml").write_text(yaml.safe_dump({"names": CLASSES}))
-    for img_path in (root / "images").iterdir():
-        _label_with_model_boxes(root, img_path)
+    _label_with_model_boxes(root)
     res = evaluate(MODEL, root, latency_runs=0, conf=0.3)
     scored = [m for m in res.per_class.values() if m["instances"]]
     assert scored
@@ -244,12 +245,11 @@ def test_eval_by_source_scores_each_source_apart(tmp_path: Path) -> None:
 
     root = _tiny_folder(tmp_path, 4)
     (root / "data.yaml").write_text(yaml.safe_dump({"names": CLASSES}))
-    images: dict[str, str] = {}
-    for i, img_path in enumerate(sorted((root / "images").iterdir())):
-        src = "a" if i < 2 else "b"
-        # "b": a quarter of each box on its object at most, IoU < 0.5
-        _label_with_model_boxes(root, img_path, 0.0 if src == "a" else 0.75)
-        images[f"images/{img_path.name}"] = src
+    names = sorted(p.name for p in (root / "images").iterdir())
+    source_of = {n: "a" if i < 2 else "b" for i, n in enumerate(names)}
+    # "b": a quarter of each box on its object at most, IoU < 0.5
+    _label_with_model_boxes(root, {n: 0.75 for n, s in source_of.items() if s == "b"})
+    images = {f"images/{n}": s for n, s in source_of.items()}
     runner = CliRunner()
     args = ["models", "eval", str(root), "--model", str(MODEL), "--latency-runs", "0"]
     res = runner.invoke(app, [*args, "--by-source"])
