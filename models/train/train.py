@@ -17,6 +17,8 @@ Missing classes: ``strategy: masked`` multiplies, per image, the classification 
 source's class mask from ``classes_labelled.json`` (mosaic: the AND of the tiles' masks), so a
 hard-hat photo with unboxed vests teaches nothing about vests; ``naive`` trains on the union.
 A candidate's ``class_weights`` (class name -> factor) scales those classes' BCE on top.
+A candidate's ``train`` mapping overrides the shared ultralytics train arguments for it alone.
+A candidate with ``average`` (a list of runs' weights) averages them instead of training.
 """
 
 from __future__ import annotations
@@ -302,7 +304,7 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
                 name=name,
                 exist_ok=True,
                 save_period=1,
-                **{**config["train"], **init},
+                **{**config["train"], **cand.get("train", {}), **init},
             )
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: record the session, then stop
         interrupted = exc
@@ -336,6 +338,38 @@ def train(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path
     print(json.dumps({"train": name, **entry}))
     if interrupted is not None:
         raise SystemExit(130)
+    return run
+
+
+def average(config: dict, candidate: str, data_dir: Path, name: str, args) -> Path:
+    """A candidate with ``average: [weights, ...]`` trains nothing: its ``weights/last.pt`` is
+    the element-wise mean of those runs' weights (same network; a "model soup")."""
+    from ultralytics import YOLO
+
+    sources = config["candidates"][candidate]["average"]
+    models = [YOLO(str(HERE / s)).model.float() for s in sources]
+    sds = [m.state_dict() for m in models]
+    mean = {
+        k: (sum(sd[k] for sd in sds) / len(sds)) if v.is_floating_point() else v
+        for k, v in sds[0].items()
+    }
+    run = RUNS / name
+    (run / "weights").mkdir(parents=True, exist_ok=True)
+    ckpt = torch.load(HERE / sources[0], map_location="cpu", weights_only=False)
+    models[0].load_state_dict(mean)
+    ckpt["model"] = models[0].half()  # ultralytics' stripped-checkpoint format
+    torch.save(ckpt, run / "weights" / "last.pt")
+    doc = {
+        "candidate": candidate,
+        "strategy": args.strategy,
+        "recipe_hash": recipe_hash(make_recipe(config, candidate, args.strategy, 0)),
+        "data_hash": data_hash(data_dir),
+        "average": [
+            {"weights": s, "sha256": sha256_bytes((HERE / s).read_bytes())} for s in sources
+        ],
+    }
+    (run / "training.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps({"average": name, "of": sources}))
     return run
 
 
@@ -474,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         _patch_loss()
     run = RUNS / name
     if not args.no_train:
-        run = train(config, args.candidate, data_dir, name, args)
+        make = average if "average" in config["candidates"][args.candidate] else train
+        run = make(config, args.candidate, data_dir, name, args)
     if args.export:
         export(config, args.candidate, data_dir, run, args.export, args)
     return 0
