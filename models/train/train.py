@@ -347,7 +347,8 @@ def average(config: dict, candidate: str, data_dir: Path, name: str, args) -> Pa
     from ultralytics import YOLO
 
     sources = config["candidates"][candidate]["average"]
-    models = [YOLO(str(HERE / s)).model.float() for s in sources]
+    yolos = [YOLO(str(HERE / s)) for s in sources]
+    models = [y.model.float() for y in yolos]
     sds = [m.state_dict() for m in models]
     mean = {
         k: (sum(sd[k] for sd in sds) / len(sds)) if v.is_floating_point() else v
@@ -355,7 +356,7 @@ def average(config: dict, candidate: str, data_dir: Path, name: str, args) -> Pa
     }
     run = RUNS / name
     (run / "weights").mkdir(parents=True, exist_ok=True)
-    ckpt = torch.load(HERE / sources[0], map_location="cpu", weights_only=False)
+    ckpt = yolos[0].ckpt  # the first input's checkpoint dict, as ultralytics loaded it
     models[0].load_state_dict(mean)
     ckpt["model"] = models[0].half()  # ultralytics' stripped-checkpoint format
     torch.save(ckpt, run / "weights" / "last.pt")
